@@ -1,0 +1,306 @@
+"""Scan an image folder, a zip archive or uploaded blobs into a labelled dataset.
+
+Layout: one first-level subfolder per class (ImageFolder); files nested deeper
+belong to their top-level class. Nothing here decodes images: that happens
+during extraction, where a bad file is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"})
+JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+# Limits for archives, checked on the central directory before any member is read.
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_ARCHIVE_TOTAL_BYTES = 8 * 1024**3
+MAX_MEMBER_BYTES = 256 * 1024**2
+MAX_COMPRESSION_RATIO = 200
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """An image inside a zip archive on disk, read lazily."""
+
+    archive: Path
+    name: str
+
+    def read_bytes(self) -> bytes:
+        with zipfile.ZipFile(self.archive) as archive:
+            return archive.read(self.name)
+
+
+ImageSource = Path | bytes | ZipMember
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An input that is not used, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One labelled image: where its bytes come from and its class index."""
+
+    path: str
+    source: ImageSource
+    label: int
+
+    def read_bytes(self) -> bytes:
+        if isinstance(self.source, bytes):
+            return self.source
+        return self.source.read_bytes()
+
+
+@dataclass
+class ImageDataset:
+    """Images with integer labels, the class names, and what was skipped while scanning."""
+
+    items: list[ImageItem]
+    class_names: list[str]
+    skipped: list[SkippedItem] = field(default_factory=list)
+    root: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def paths(self) -> list[str]:
+        return [item.path for item in self.items]
+
+    @property
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.class_names, 0)
+        for item in self.items:
+            counts[self.class_names[item.label]] += 1
+        return counts
+
+    def subset(self, indices: Iterable[int]) -> ImageDataset:
+        """The same classes, only the chosen items (in the given order)."""
+        return ImageDataset(
+            items=[self.items[i] for i in indices],
+            class_names=list(self.class_names),
+            skipped=list(self.skipped),
+            root=self.root,
+        )
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_hidden(part: str) -> bool:
+    return part.startswith(".") or part in JUNK_NAMES
+
+
+def _unused_reason(parts: tuple[str, ...]) -> str | None:
+    """Why a file at these relative path parts is not an image of a class, or None if it is."""
+    if any(_is_hidden(part) for part in parts):
+        return "hidden or system file"
+    if len(parts) < 2:
+        return "not inside a class folder (put images in one subfolder per class)"
+    suffix = PurePosixPath(parts[-1]).suffix.lower()
+    if suffix in ARCHIVE_EXTENSIONS:
+        return f"nested archive ({suffix}) is not opened"
+    if suffix not in IMAGE_EXTENSIONS:
+        kind = f"'{suffix}'" if suffix else "no extension"
+        return (
+            f"unsupported file type ({kind}); expected one of {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    return None
+
+
+def _strip_wrapper_folders(relpaths: list[tuple[str, ...]]) -> int:
+    """How many leading folders all images share above the class folders (e.g. 'data/')."""
+    depth = 0
+    while relpaths and all(len(p) >= depth + 3 for p in relpaths):
+        if len({p[depth] for p in relpaths}) != 1:
+            break
+        depth += 1
+    return depth
+
+
+def _build(
+    entries: list[tuple[tuple[str, ...], ImageSource]],
+    skipped: list[SkippedItem],
+    class_folders: Iterable[str] = (),
+    root: str = "",
+) -> ImageDataset:
+    """Turn (relative path parts, source) pairs into a dataset with sorted classes."""
+    usable: list[tuple[tuple[str, ...], ImageSource]] = []
+    for parts, source in entries:
+        reason = _unused_reason(parts)
+        if reason is None:
+            usable.append((parts, source))
+        else:
+            skipped.append(SkippedItem("/".join(parts), reason))
+    depth = _strip_wrapper_folders([parts for parts, _ in usable])
+    usable = [(parts[depth:], source) for parts, source in usable]
+
+    class_names = sorted({parts[0] for parts, _ in usable})
+    for folder in sorted(set(class_folders) - set(class_names)):
+        if not _is_hidden(folder):
+            skipped.append(SkippedItem(folder + "/", "class folder has no images"))
+    index = {name: i for i, name in enumerate(class_names)}
+    usable.sort(key=lambda entry: (entry[0][0], "/".join(entry[0])))
+    items = [ImageItem("/".join(parts), source, index[parts[0]]) for parts, source in usable]
+    skipped.sort(key=lambda s: s.path)
+    return ImageDataset(items=items, class_names=class_names, skipped=skipped, root=root)
+
+
+def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
+    """Scan a folder with one subfolder per class. Symlinks that leave the folder are skipped."""
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"{root_path} is not a folder")
+    real_root = root_path.resolve()
+    entries: list[tuple[tuple[str, ...], ImageSource]] = []
+    skipped: list[SkippedItem] = []
+    class_folders = [p.name for p in root_path.iterdir() if p.is_dir() and not p.is_symlink()]
+
+    def on_error(error: OSError) -> None:
+        relative = os.path.relpath(error.filename or str(root_path), root_path)
+        skipped.append(SkippedItem(relative, f"cannot be read: {error.strerror or error}"))
+
+    for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
+        relative_dir = Path(dirpath).relative_to(root_path)
+        for dirname in dirnames:
+            relative = (relative_dir / dirname).as_posix() + "/"
+            if _is_hidden(dirname):
+                skipped.append(SkippedItem(relative, "hidden or system folder is not scanned"))
+            elif os.path.islink(os.path.join(dirpath, dirname)):
+                skipped.append(SkippedItem(relative, "symlinked folder is not followed"))
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for filename in sorted(filenames):
+            full = Path(dirpath, filename)
+            parts = full.relative_to(root_path).parts
+            reason = None if _is_hidden(filename) else _file_problem(full, real_root)
+            if reason:
+                skipped.append(SkippedItem("/".join(parts), reason))
+            else:
+                entries.append((parts, full))
+    return _build(entries, skipped, class_folders, root=str(root_path))
+
+
+def _file_problem(path: Path, real_root: Path) -> str | None:
+    """A reason a path on disk cannot be used as a regular file inside the root, or None."""
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(real_root):
+                return "symlink points outside the folder"
+        mode = path.stat().st_mode
+    except RuntimeError:
+        return "symlink loop"
+    except FileNotFoundError:
+        return "broken symlink"
+    except OSError as error:
+        if error.errno == 40:  # ELOOP
+            return "symlink loop"
+        return f"cannot be read: {error.strerror or error}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def scan_blobs(files: Iterable[tuple[str, bytes]]) -> ImageDataset:
+    """Scan in-memory (relative path, bytes) pairs, e.g. from a browser upload."""
+    entries: list[tuple[tuple[str, ...], ImageSource]] = []
+    skipped: list[SkippedItem] = []
+    seen: set[tuple[str, ...]] = set()
+    for name, data in files:
+        parts = _safe_parts(name)
+        if parts is None:
+            skipped.append(SkippedItem(name, "unsafe path (absolute or containing '..')"))
+        elif parts in seen:
+            skipped.append(SkippedItem(name, "duplicate path in upload"))
+        else:
+            seen.add(parts)
+            entries.append((parts, bytes(data)))
+    return _build(entries, skipped)
+
+
+def _safe_parts(name: str) -> tuple[str, ...] | None:
+    """Split an archive or upload name into parts, or None if it could escape its folder."""
+    normalised = name.replace("\\", "/")
+    if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
+        return None
+    parts = tuple(part for part in normalised.split("/") if part not in ("", "."))
+    if not parts or ".." in parts:
+        return None
+    return parts
+
+
+class ArchiveError(ValueError):
+    """A zip archive that cannot be used at all."""
+
+
+def scan_zip(archive: str | os.PathLike[str]) -> ImageDataset:
+    """Scan a zip archive of the same layout; members are checked before any is read."""
+    archive_path = Path(archive)
+    try:
+        zf = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ArchiveError(f"{archive_path.name}: not a readable zip archive ({error})") from error
+    with zf:
+        infos = zf.infolist()
+    if len(infos) > MAX_ARCHIVE_MEMBERS:
+        raise ArchiveError(
+            f"{archive_path.name}: {len(infos)} entries exceeds the limit of {MAX_ARCHIVE_MEMBERS}"
+        )
+    total = sum(info.file_size for info in infos)
+    if total > MAX_ARCHIVE_TOTAL_BYTES:
+        raise ArchiveError(
+            f"{archive_path.name}: uncompressed size {total / 1024**3:.1f} GiB exceeds the limit"
+            f" of {MAX_ARCHIVE_TOTAL_BYTES / 1024**3:.0f} GiB"
+        )
+    entries: list[tuple[tuple[str, ...], ImageSource]] = []
+    skipped: list[SkippedItem] = []
+    for info in infos:
+        if info.is_dir():
+            continue
+        reason = _member_problem(info)
+        parts = _safe_parts(info.filename)
+        if parts is None:
+            reason = "unsafe path in archive (absolute or containing '..')"
+        if reason:
+            skipped.append(SkippedItem(info.filename, reason))
+        else:
+            entries.append((parts, ZipMember(archive_path, info.filename)))
+    return _build(entries, skipped, root=str(archive_path))
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    unix_mode = info.external_attr >> 16
+    if stat.S_ISLNK(unix_mode):
+        return "symlink inside archive is not followed"
+    if info.flag_bits & 0x1:
+        return "encrypted archive member"
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"member too large ({info.file_size / 1024**2:.0f} MiB uncompressed)"
+    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        return "suspicious compression ratio (possible zip bomb)"
+    return None
+
+
+def scan(source: str | os.PathLike[str]) -> ImageDataset:
+    """Scan a folder or a .zip file."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return scan_zip(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return scan_folder(path)

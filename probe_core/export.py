@@ -1,0 +1,117 @@
+"""Write a run's results to files: metrics, predictions, embeddings, figures, skipped list."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .dataset import SkippedItem
+from .embed import Embeddings
+from .figures import confusion_figure, embedding_figure
+from .probe import ProbeResult
+from .projection import Projection
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run was asked to do, recorded beside its results."""
+
+    source: str
+    encoder: str
+    device: str
+    test_size: float
+    seed: int
+
+
+def predictions_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
+    """One row per held-out test image: path, true, predicted, and a probability per class."""
+    test = result.split.test
+    frame = pd.DataFrame(
+        {
+            "path": [embeddings.paths[i] for i in test],
+            "true": [embeddings.class_names[embeddings.labels[i]] for i in test],
+            "predicted": [result.class_names[i] for i in result.test_predictions],
+        }
+    )
+    frame["correct"] = frame["true"] == frame["predicted"]
+    frame["confidence"] = result.test_probabilities.max(axis=1)
+    for column, name in enumerate(result.class_names):
+        frame[f"p({name})"] = result.test_probabilities[:, column]
+    return frame
+
+
+def embeddings_table(embeddings: Embeddings) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "path": embeddings.paths,
+            "label": [embeddings.class_names[i] for i in embeddings.labels],
+            "vector": list(embeddings.vectors.astype(np.float32)),
+        }
+    )
+
+
+def skipped_table(skipped: list[SkippedItem]) -> pd.DataFrame:
+    return pd.DataFrame({"path": [s.path for s in skipped], "reason": [s.reason for s in skipped]})
+
+
+def metrics_document(embeddings: Embeddings, result: ProbeResult, settings: RunSettings) -> dict:
+    """metrics.json: settings, data summary, chosen C with its sweep, and every metric."""
+    return {
+        "settings": settings.__dict__,
+        "encoder_id": embeddings.encoder_id,
+        "n_images": len(embeddings),
+        "n_train": len(result.split.train),
+        "n_test": len(result.split.test),
+        "n_skipped": len(embeddings.skipped),
+        "classes": result.class_names,
+        "excluded_classes": result.excluded_classes,
+        "messages": result.messages,
+        "chosen_c": result.chosen_c,
+        "sweep": {
+            "method": result.sweep.method,
+            "c_values": list(result.sweep.c_values),
+            "validation_accuracy": list(result.sweep.scores),
+        },
+        "metrics": result.metrics.to_dict(),
+    }
+
+
+def write_figure(figure: go.Figure, path: Path) -> None:
+    """A standalone HTML file with plotly.js inlined, so it opens offline."""
+    figure.write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def write_run(
+    out_dir: str | Path,
+    embeddings: Embeddings,
+    result: ProbeResult,
+    projection: Projection,
+    settings: RunSettings,
+) -> list[Path]:
+    """Write every output file of a run into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        name: out / name
+        for name in (
+            "metrics.json",
+            "predictions.csv",
+            "embeddings.parquet",
+            "confusion.html",
+            "umap.html",
+            "skipped.csv",
+        )
+    }
+    document = metrics_document(embeddings, result, settings)
+    paths["metrics.json"].write_text(json.dumps(document, indent=2, allow_nan=True))
+    predictions_table(embeddings, result).to_csv(paths["predictions.csv"], index=False)
+    embeddings_table(embeddings).to_parquet(paths["embeddings.parquet"], index=False)
+    write_figure(confusion_figure(result.metrics), paths["confusion.html"])
+    write_figure(embedding_figure(projection, embeddings, result), paths["umap.html"])
+    skipped_table(embeddings.skipped).to_csv(paths["skipped.csv"], index=False)
+    return list(paths.values())

@@ -1,0 +1,145 @@
+"""Plotly figures: confusion matrix, embedding map, C-sweep validation curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from .embed import Embeddings
+from .metrics import Metrics
+from .probe import ProbeResult, SweepResult
+from .projection import Projection
+
+COLOR_BY = ("true", "predicted", "correct")
+NOT_SCORED = "train (not scored)"
+
+
+def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
+    """Heatmap, true classes as rows; ``normalize`` shows each row as fractions of that class."""
+    counts = metrics.confusion.astype(float)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
+    values = fractions if normalize else counts
+    names = metrics.class_names
+    text = [[f"{v:.2f}" if normalize else f"{int(v)}" for v in row] for row in values]
+    rows, cols = np.indices(counts.shape)
+    customdata = np.dstack([rows, cols, counts, fractions])
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            customdata=customdata,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1 if normalize else max(1.0, float(counts.max())),
+            hovertemplate=(
+                "true: %{y}<br>predicted: %{x}<br>images: %{customdata[2]:.0f}"
+                " (%{customdata[3]:.0%} of the true class)<extra></extra>"
+            ),
+        )
+    )
+    figure.update_layout(
+        title="Confusion matrix (test set)" + (", row-normalised" if normalize else ""),
+        xaxis={"title": "predicted class", "side": "bottom", "tickangle": -30},
+        yaxis={"title": "true class", "autorange": "reversed"},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return figure
+
+
+def map_frame(
+    projection: Projection, embeddings: Embeddings, result: ProbeResult | None = None
+) -> pd.DataFrame:
+    """One row per image: coordinates, path, true/predicted class, split, correctness."""
+    frame = pd.DataFrame(projection.coords, columns=["x", "y", "z"][: projection.n_components])
+    frame["index"] = np.arange(len(embeddings))
+    frame["path"] = embeddings.paths
+    frame["true"] = [embeddings.class_names[i] for i in embeddings.labels]
+    frame["predicted"] = NOT_SCORED
+    frame["correct"] = NOT_SCORED
+    frame["split"] = "excluded"
+    if result is not None:
+        frame.loc[result.split.train, "split"] = "train"
+        frame.loc[result.split.test, "split"] = "test"
+        predicted = [result.class_names[i] for i in result.test_predictions]
+        frame.loc[result.split.test, "predicted"] = predicted
+        frame.loc[result.split.test, "correct"] = np.where(
+            frame.loc[result.split.test, "true"].to_numpy() == np.array(predicted),
+            "correct",
+            "wrong",
+        )
+    return frame
+
+
+def embedding_figure(
+    projection: Projection,
+    embeddings: Embeddings,
+    result: ProbeResult | None = None,
+    color_by: str = "true",
+) -> go.Figure:
+    """Scatter of the projection; each point carries (path, index) in ``customdata``."""
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}")
+    frame = map_frame(projection, embeddings, result)
+    common = {
+        "color": color_by,
+        "custom_data": ["path", "index"],
+        "hover_data": {"path": True, "true": True, "predicted": True, "split": True},
+        "category_orders": {
+            "true": embeddings.class_names,
+            "predicted": [*embeddings.class_names, NOT_SCORED],
+            "correct": ["correct", "wrong", NOT_SCORED],
+        },
+        "color_discrete_map": {NOT_SCORED: "lightgrey", "correct": "#2ca02c", "wrong": "#d62728"},
+    }
+    label = f"{projection.method.upper()} of normalised embeddings, coloured by {color_by} class"
+    if projection.n_components == 3:
+        figure = px.scatter_3d(frame, x="x", y="y", z="z", **common)
+        figure.update_traces(marker={"size": 3})
+    else:
+        figure = px.scatter(frame, x="x", y="y", **common)
+        figure.update_traces(marker={"size": 7, "opacity": 0.85})
+        figure.update_xaxes(showticklabels=False, title=None)
+        figure.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
+    figure.update_layout(title=label, legend_title_text=color_by, margin={"t": 50})
+    return figure
+
+
+def sweep_figure(sweep: SweepResult) -> go.Figure:
+    """Validation accuracy against C (log axis), the chosen C marked."""
+    figure = go.Figure(
+        go.Scatter(
+            x=sweep.c_values,
+            y=sweep.scores,
+            mode="lines+markers",
+            name="validation accuracy",
+            hovertemplate="C = %{x:.3g}<br>validation accuracy = %{y:.3f}<extra></extra>",
+        )
+    )
+    chosen_score = sweep.scores[sweep.c_values.index(sweep.chosen_c)]
+    # A trace rather than add_vline: shapes and annotations misplace on log axes.
+    figure.add_trace(
+        go.Scatter(
+            x=[sweep.chosen_c, sweep.chosen_c],
+            y=[0, chosen_score],
+            mode="lines+markers+text",
+            name=f"chosen C = {sweep.chosen_c:.3g}",
+            line={"dash": "dash", "color": "firebrick"},
+            marker={"size": [0, 12], "color": "firebrick"},
+            text=["", f"chosen C = {sweep.chosen_c:.3g}"],
+            textposition="top center",
+            hoverinfo="skip",
+        )
+    )
+    figure.update_layout(
+        title=f"Choosing C ({sweep.method}, never the test set)",
+        xaxis={"title": "C (inverse regularisation strength)", "type": "log"},
+        yaxis={"title": "validation accuracy", "range": [0, 1.02]},
+        margin={"t": 60},
+    )
+    return figure

@@ -1,0 +1,105 @@
+"""Decode image bytes into an RGB Pillow image, or say precisely why not."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Aspect ratios beyond this are padded (on white) before the encoder's resize, so that
+# resizing the short side of a 1x10000 strip cannot allocate gigabytes.
+MAX_ASPECT_RATIO = 16
+BACKGROUND = (255, 255, 255)
+
+
+class ImageLoadError(ValueError):
+    """The bytes are not a usable image; the message is the reason shown to the user."""
+
+
+def _sniff(data: bytes) -> str:
+    """A short guess of what non-image bytes are, for the error message."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"%pdf"):
+        return "a PDF document"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "an HTML page"
+    if head.startswith((b"pk\x03\x04",)):
+        return "a zip archive"
+    if head.startswith(b"<svg") or b"<svg" in head:
+        return "an SVG drawing (vector images are not supported)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "an unknown binary format"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F":
+            top = max(float(array.max()), 1.0) if array.max() > 1.0 else 1.0
+        array = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+        image = Image.fromarray(array, mode="L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def _pad_extreme_aspect(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    if max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
+        return image
+    long_side = max(width, height)
+    short_side = -(-long_side // MAX_ASPECT_RATIO)
+    size = (width, short_side) if width > height else (short_side, height)
+    canvas = Image.new("RGB", size, BACKGROUND)
+    canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas
+
+
+def load_image(data: bytes) -> Image.Image:
+    """Decode bytes to an RGB image with EXIF orientation applied (first frame of animations).
+
+    Raises ImageLoadError with a reason a user can act on. Pillow's
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept.
+    """
+    if not data:
+        raise ImageLoadError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.seek(0)
+            image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(
+            f"image too large: {error} (Pillow's decompression-bomb limit)"
+        ) from error
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(f"not an image: the content looks like {_sniff(data)}") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        message = str(error) or type(error).__name__
+        if "truncated" in message.lower():
+            raise ImageLoadError(f"truncated image ({message})") from error
+        raise ImageLoadError(f"corrupt image ({message})") from error
+    # A broken EXIF block leaves the pixels usable: keep the image unrotated.
+    with contextlib.suppress(Exception):
+        image = ImageOps.exif_transpose(image)
+    try:
+        return _pad_extreme_aspect(_to_rgb(image))
+    except (OSError, ValueError) as error:
+        raise ImageLoadError(f"unsupported image mode {image.mode!r} ({error})") from error

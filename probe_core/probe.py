@@ -1,0 +1,249 @@
+"""The linear probe: multinomial logistic regression (L-BFGS) with C chosen on validation data.
+
+``LinearProbe.fit`` only ever sees training data: it carves a stratified validation
+split out of what it is given (or uses stratified k-fold when that is too small),
+sweeps C over a log grid, then refits on everything it was given at the chosen C.
+``run_probe`` makes the stratified train/test split, fits on train, scores on test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.utils.validation import check_is_fitted
+
+from .embed import Embeddings
+from .metrics import Metrics, compute_metrics
+
+DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-3, 4, 15))
+MIN_IMAGES_PER_CLASS = 2
+MIN_VALIDATION_PER_CLASS = 2  # below this, C is chosen by stratified k-fold instead
+
+
+class ProbeError(ValueError):
+    """The data cannot support a probe (e.g. a single class)."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Validation accuracy for each C tried, and how it was measured."""
+
+    c_values: tuple[float, ...]
+    scores: tuple[float, ...]
+    chosen_c: float
+    method: str  # "validation split" | "k-fold (k=N)" | "fixed"
+
+
+def _logistic_regression(c: float, seed: int, max_iter: int, warm_start: bool = False):
+    return LogisticRegression(
+        C=c, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=warm_start
+    )
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression whose C is chosen on held-out training data.
+
+    Parameters
+    ----------
+    c_grid : C values to sweep (ascending log grid by default, 1e-3 ... 1e4).
+    C : a fixed C; when set, no sweep is run.
+    val_size : fraction of the training data held out to choose C.
+    n_folds : folds for stratified k-fold when the data is too small for a split.
+    seed : seeds every split and the solver.
+    """
+
+    def __init__(
+        self,
+        c_grid: tuple[float, ...] = DEFAULT_C_GRID,
+        C: float | None = None,
+        val_size: float = 0.2,
+        n_folds: int = 5,
+        seed: int = 0,
+        max_iter: int = 1000,
+    ):
+        self.c_grid = c_grid
+        self.C = C
+        self.val_size = val_size
+        self.n_folds = n_folds
+        self.seed = seed
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        if len(np.unique(y)) < 2:
+            raise ProbeError("a probe needs at least two classes in the training data")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.sweep_ = self._choose_c(X, y)
+            self.model_ = _logistic_regression(self.sweep_.chosen_c, self.seed, self.max_iter)
+            self.model_.fit(X, y)
+        self.classes_ = self.model_.classes_
+        self.chosen_c_ = self.sweep_.chosen_c
+        return self
+
+    def _choose_c(self, X: np.ndarray, y: np.ndarray) -> SweepResult:
+        if self.C is not None:
+            return SweepResult((float(self.C),), (float("nan"),), float(self.C), "fixed")
+        grid = tuple(sorted(float(c) for c in self.c_grid))
+        if not grid:
+            raise ProbeError("c_grid is empty; give at least one C or a fixed C")
+        splits, method = self._validation_splits(y)
+        scores = np.zeros(len(grid))
+        for train_index, val_index in splits:
+            # Ascending C with warm starts: each fit begins from the previous solution.
+            model = _logistic_regression(grid[0], self.seed, self.max_iter, warm_start=True)
+            for position, c in enumerate(grid):
+                model.set_params(C=c)
+                model.fit(X[train_index], y[train_index])
+                scores[position] += model.score(X[val_index], y[val_index])
+        scores /= len(splits)
+        best = int(np.flatnonzero(scores == scores.max())[0])  # ties go to the smaller C
+        return SweepResult(grid, tuple(float(s) for s in scores), grid[best], method)
+
+    def _validation_splits(self, y: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+        counts = Counter(y.tolist())
+        n_classes = len(counts)
+        n_val = int(np.ceil(self.val_size * len(y)))
+        if min(counts.values()) * self.val_size >= MIN_VALIDATION_PER_CLASS and n_val >= n_classes:
+            train_index, val_index = train_test_split(
+                np.arange(len(y)), test_size=self.val_size, stratify=y, random_state=self.seed
+            )
+            return [(train_index, val_index)], "validation split"
+        n_folds = max(2, min(self.n_folds, min(counts.values())))
+        folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class smaller than n_folds
+            splits = list(folds.split(np.zeros(len(y)), y))
+        return splits, f"stratified {n_folds}-fold"
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(np.asarray(X, dtype=np.float64))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.predict(np.asarray(X, dtype=np.float64))
+
+    @property
+    def coef_(self) -> np.ndarray:
+        return self.model_.coef_
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return self.model_.intercept_
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into the embeddings for the train and test parts."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class ProbeResult:
+    """Everything a probe run produced: split, sweep, test predictions and metrics."""
+
+    probe: LinearProbe
+    class_names: list[str]  # classes the probe was fitted on
+    split: Split
+    sweep: SweepResult
+    test_predictions: np.ndarray  # class index (into class_names) per test image
+    test_probabilities: np.ndarray  # (n_test, n_classes)
+    metrics: Metrics
+    used: np.ndarray  # indices into the embeddings that took part (tiny classes excluded)
+    excluded_classes: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def chosen_c(self) -> float:
+        return self.sweep.chosen_c
+
+
+def stratified_split(labels: np.ndarray, test_size: float = 0.25, seed: int = 0) -> Split:
+    """A stratified, seeded train/test split with at least one test image per class."""
+    labels = np.asarray(labels)
+    n_classes = len(np.unique(labels))
+    n_test = max(n_classes, int(np.ceil(test_size * len(labels))))
+    if len(labels) - n_test < n_classes:
+        raise ProbeError(
+            f"{len(labels)} images are too few for a train/test split over {n_classes} classes"
+        )
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed
+    )
+    return Split(train=np.sort(train), test=np.sort(test))
+
+
+def usable_classes(embeddings: Embeddings) -> tuple[np.ndarray, list[str], list[str]]:
+    """Indices of images in classes big enough to split, kept class names, and messages."""
+    counts = np.bincount(embeddings.labels, minlength=len(embeddings.class_names))
+    messages = []
+    for name, count in zip(embeddings.class_names, counts, strict=True):
+        if count < MIN_IMAGES_PER_CLASS:
+            found = "no usable images" if count == 0 else f"only {count} usable image"
+            messages.append(
+                f"class '{name}' excluded: {found}; a class needs at least"
+                f" {MIN_IMAGES_PER_CLASS} (one to train on, one to test)"
+            )
+    keep = counts >= MIN_IMAGES_PER_CLASS
+    used = np.flatnonzero(keep[embeddings.labels]) if len(embeddings.labels) else np.array([], int)
+    return used, [n for n, k in zip(embeddings.class_names, keep, strict=True) if k], messages
+
+
+def run_probe(
+    embeddings: Embeddings,
+    *,
+    test_size: float = 0.25,
+    seed: int = 0,
+    probe: LinearProbe | None = None,
+    split: Split | None = None,
+) -> ProbeResult:
+    """Split, fit the probe on train (C chosen inside train), and score on the held-out test part.
+
+    ``split`` indexes into ``embeddings`` and may be given to reuse a fixed split.
+    """
+    used, kept_names, messages = usable_classes(embeddings)
+    if len(kept_names) < 2:
+        found = ", ".join(kept_names) or "none"
+        raise ProbeError(
+            "a linear probe needs at least two classes with two or more usable images each"
+            f" (classes with enough images: {found})"
+            + ("; " + "; ".join(messages) if messages else "")
+        )
+    excluded = [n for n in embeddings.class_names if n not in kept_names]
+    remap = {embeddings.class_names.index(name): i for i, name in enumerate(kept_names)}
+    y_all = np.array([remap.get(int(label), -1) for label in embeddings.labels])
+    if split is None:
+        inner = stratified_split(y_all[used], test_size=test_size, seed=seed)
+        split = Split(train=used[inner.train], test=used[inner.test])
+    probe = probe if probe is not None else LinearProbe(seed=seed)
+    X = embeddings.vectors
+    probe.fit(X[split.train], y_all[split.train])
+    probabilities = probe.predict_proba(X[split.test])
+    predictions = probe.classes_[np.argmax(probabilities, axis=1)]
+    # Classes absent from training cannot be predicted; keep columns aligned to kept_names.
+    full = np.zeros((len(split.test), len(kept_names)))
+    full[:, probe.classes_] = probabilities
+    metrics = compute_metrics(y_all[split.test], predictions, full, kept_names, seed=seed)
+    return ProbeResult(
+        probe=probe,
+        class_names=kept_names,
+        split=split,
+        sweep=probe.sweep_,
+        test_predictions=predictions,
+        test_probabilities=full,
+        metrics=metrics,
+        used=used,
+        excluded_classes=excluded,
+        messages=messages,
+    )
