@@ -1,0 +1,138 @@
+"""Extraction follows the protocol; the on-disk cache hits, partially hits and distrusts damage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probe_core.cache import EmbeddingCache
+from probe_core.dataset import scan_folder
+from probe_core.embed import extract_embeddings
+from tests.conftest import pattern_image, write_image_folder
+
+
+def test_embeddings_are_unit_norm_float32_in_dataset_order(encoder, image_folder):
+    dataset = scan_folder(image_folder)
+    embedded = extract_embeddings(dataset, encoder, batch_size=5, num_workers=0)
+    assert embedded.vectors.dtype == np.float32
+    assert embedded.vectors.shape == (len(dataset), 1280)
+    np.testing.assert_allclose(np.linalg.norm(embedded.vectors, axis=1), 1.0, atol=1e-5)
+    assert embedded.paths == dataset.paths
+    assert embedded.labels.tolist() == dataset.labels
+    assert embedded.class_names == ["blue", "green", "red"]
+
+
+def test_each_row_is_the_normalised_feature_of_its_own_image(encoder, image_folder):
+    dataset = scan_folder(image_folder)
+    embedded = extract_embeddings(dataset, encoder, batch_size=4, num_workers=0)
+    from PIL import Image
+
+    for row in (0, 9, len(dataset) - 1):
+        image = Image.open(dataset.items[row].source).convert("RGB")
+        with torch.inference_mode():
+            feature = encoder.encode(encoder.preprocess(image)[None])
+        expected = (feature / feature.norm(dim=-1, keepdim=True)).numpy()[0]
+        np.testing.assert_allclose(embedded.vectors[row], expected, atol=1e-5)
+
+
+def test_one_or_two_loader_workers_give_identical_embeddings(encoder, image_folder):
+    dataset = scan_folder(image_folder)
+    one = extract_embeddings(dataset, encoder, batch_size=4, num_workers=1)
+    two = extract_embeddings(dataset, encoder, batch_size=4, num_workers=2)
+    np.testing.assert_array_equal(one.vectors, two.vectors)
+    assert one.paths == two.paths
+
+
+def test_progress_reports_done_total_and_rate(encoder, image_folder):
+    calls = []
+    extract_embeddings(
+        scan_folder(image_folder),
+        encoder,
+        batch_size=10,
+        num_workers=0,
+        progress=lambda done, total, rate: calls.append((done, total, rate)),
+    )
+    assert [done for done, _, _ in calls] == [10, 20, 24]
+    assert all(total == 24 and rate > 0 for _, total, rate in calls)
+
+
+def test_cache_hits_on_an_unchanged_folder_and_embeds_only_new_images(encoder, tmp_path):
+    folder = write_image_folder(tmp_path / "images", {"a": 6, "b": 6})
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert (first.n_computed, first.n_from_cache) == (12, 0)
+
+    again = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert (again.n_computed, again.n_from_cache) == (0, 12)
+    np.testing.assert_array_equal(first.vectors, again.vectors)
+
+    for variant in range(100, 105):
+        pattern_image(0, variant).save(folder / "a" / f"new_{variant}.png")
+    grown = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert (grown.n_computed, grown.n_from_cache) == (5, 12)
+    assert len(grown) == 17
+
+
+def test_cache_is_keyed_by_content_not_by_path(encoder, tmp_path):
+    folder = write_image_folder(tmp_path / "images", {"a": 3, "b": 3})
+    cache = EmbeddingCache(tmp_path / "cache")
+    extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    (folder / "a" / "a_000.png").rename(folder / "a" / "renamed.png")
+    pattern_image(1, 99).save(folder / "b" / "b_000.png")  # same name, new content
+    rerun = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert (rerun.n_computed, rerun.n_from_cache) == (1, 5)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_bytes", "garbage", "empty"])
+def test_a_damaged_cache_file_is_discarded_and_rebuilt(encoder, tmp_path, damage):
+    folder = write_image_folder(tmp_path / "images", {"a": 3, "b": 3})
+    cache = EmbeddingCache(tmp_path / "cache")
+    clean = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    (shard,) = (tmp_path / "cache").rglob("*.npz")
+    raw = shard.read_bytes()
+    if damage == "truncate":
+        shard.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip_bytes":  # inside the stored vectors: only the checksum can tell
+        middle = len(raw) // 2
+        shard.write_bytes(
+            raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 8]) + raw[middle + 8 :]
+        )
+    elif damage == "garbage":
+        shard.write_bytes(b"not a cache file at all")
+    else:
+        shard.write_bytes(b"")
+
+    rebuilt = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert rebuilt.n_computed == 6 and rebuilt.n_from_cache == 0
+    np.testing.assert_allclose(rebuilt.vectors, clean.vectors, atol=1e-6)
+    assert not shard.exists()
+    after = extract_embeddings(scan_folder(folder), encoder, cache=cache, num_workers=0)
+    assert after.n_from_cache == 6
+
+
+def test_cache_with_a_different_encoder_key_does_not_hit(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    digest = bytes(range(32))
+    cache.store("encoder-a", [digest], np.ones((1, 4), dtype=np.float32))
+    assert cache.lookup("encoder-b", [digest]) == {}
+    assert digest in cache.lookup("encoder-a", [digest])
+
+
+def test_many_small_writes_are_merged_without_losing_entries(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    digests = [bytes([i]) * 32 for i in range(40)]
+    for i, digest in enumerate(digests):
+        cache.store("key", [digest], np.full((1, 3), i, dtype=np.float32))
+    assert len(list(tmp_path.rglob("*.npz"))) <= 17
+    found = cache.lookup("key", digests)
+    assert sorted(int(v[0]) for v in found.values()) == list(range(40))
+
+
+def test_identical_files_are_embedded_once_but_both_listed(encoder, tmp_path):
+    folder = write_image_folder(tmp_path / "images", {"a": 3, "b": 3})
+    (folder / "b" / "copy_of_a.png").write_bytes((folder / "a" / "a_000.png").read_bytes())
+    embedded = extract_embeddings(scan_folder(folder), encoder, num_workers=0)
+    assert embedded.n_computed == 6 and len(embedded) == 7
+    rows = [embedded.paths.index("a/a_000.png"), embedded.paths.index("b/copy_of_a.png")]
+    np.testing.assert_array_equal(embedded.vectors[rows[0]], embedded.vectors[rows[1]])
