@@ -62,8 +62,8 @@ def _progress_bar(total_hint: int):
 def _run(args: argparse.Namespace) -> int:
     dataset = scan(args.folder)
     print(
-        f"{len(dataset)} images in {len(dataset.class_names)} classes; "
-        f"{len(dataset.skipped)} files skipped while scanning"
+        f"{len(dataset)} image files in {len(dataset.class_names)} classes; "
+        f"{len(dataset.skipped)} other files skipped while scanning"
     )
     if not dataset.items:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)

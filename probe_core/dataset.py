@@ -7,6 +7,7 @@ during extraction, where a bad file is skipped with its reason.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import zipfile
@@ -136,10 +137,14 @@ def _strip_wrapper_folders(relpaths: list[tuple[str, ...]]) -> int:
 def _build(
     entries: list[tuple[tuple[str, ...], ImageSource]],
     skipped: list[SkippedItem],
-    class_folders: Iterable[str] = (),
+    folders: Iterable[tuple[str, ...]] = (),
     root: str = "",
 ) -> ImageDataset:
-    """Turn (relative path parts, source) pairs into a dataset with sorted classes."""
+    """Turn (relative path parts, source) pairs into a dataset with sorted classes.
+
+    ``folders`` are the relative parts of the folders seen; those at class level (below
+    any wrapper folder) without a usable image are reported as empty classes.
+    """
     usable: list[tuple[tuple[str, ...], ImageSource]] = []
     for parts, source in entries:
         reason = _unused_reason(parts)
@@ -148,12 +153,18 @@ def _build(
         else:
             skipped.append(SkippedItem("/".join(parts), reason))
     depth = _strip_wrapper_folders([parts for parts, _ in usable])
+    wrapper = usable[0][0][:depth] if usable else ()
     usable = [(parts[depth:], source) for parts, source in usable]
 
     class_names = sorted({parts[0] for parts, _ in usable})
-    for folder in sorted(set(class_folders) - set(class_names)):
-        if not _is_hidden(folder):
-            skipped.append(SkippedItem(folder + "/", "class folder has no images"))
+    class_folders = {
+        parts[depth]
+        for parts in folders
+        if len(parts) > depth and parts[:depth] == wrapper and not any(map(_is_hidden, parts))
+    }
+    for folder in sorted(class_folders - set(class_names)):
+        path = "/".join((*wrapper, folder)) + "/"
+        skipped.append(SkippedItem(path, "class folder has no images"))
     index = {name: i for i, name in enumerate(class_names)}
     usable.sort(key=lambda entry: (entry[0][0], "/".join(entry[0])))
     items = [ImageItem("/".join(parts), source, index[parts[0]]) for parts, source in usable]
@@ -169,7 +180,7 @@ def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
     real_root = root_path.resolve()
     entries: list[tuple[tuple[str, ...], ImageSource]] = []
     skipped: list[SkippedItem] = []
-    class_folders = [p.name for p in root_path.iterdir() if p.is_dir() and not p.is_symlink()]
+    folders: list[tuple[str, ...]] = []
 
     def on_error(error: OSError) -> None:
         relative = os.path.relpath(error.filename or str(root_path), root_path)
@@ -183,6 +194,8 @@ def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
                 skipped.append(SkippedItem(relative, "hidden or system folder is not scanned"))
             elif os.path.islink(os.path.join(dirpath, dirname)):
                 skipped.append(SkippedItem(relative, "symlinked folder is not followed"))
+            else:
+                folders.append((*relative_dir.parts, dirname))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
@@ -192,7 +205,7 @@ def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
                 skipped.append(SkippedItem("/".join(parts), reason))
             else:
                 entries.append((parts, full))
-    return _build(entries, skipped, class_folders, root=str(root_path))
+    return _build(entries, skipped, folders, root=str(root_path))
 
 
 def _file_problem(path: Path, real_root: Path) -> str | None:
@@ -208,7 +221,7 @@ def _file_problem(path: Path, real_root: Path) -> str | None:
     except FileNotFoundError:
         return "broken symlink"
     except OSError as error:
-        if error.errno == 40:  # ELOOP
+        if error.errno == errno.ELOOP:
             return "symlink loop"
         return f"cannot be read: {error.strerror or error}"
     if not stat.S_ISREG(mode):
@@ -222,7 +235,7 @@ def scan_blobs(files: Iterable[tuple[str, bytes]]) -> ImageDataset:
     skipped: list[SkippedItem] = []
     seen: set[tuple[str, ...]] = set()
     for name, data in files:
-        parts = _safe_parts(name)
+        parts = safe_relative_parts(name)
         if parts is None:
             skipped.append(SkippedItem(name, "unsafe path (absolute or containing '..')"))
         elif parts in seen:
@@ -233,7 +246,7 @@ def scan_blobs(files: Iterable[tuple[str, bytes]]) -> ImageDataset:
     return _build(entries, skipped)
 
 
-def _safe_parts(name: str) -> tuple[str, ...] | None:
+def safe_relative_parts(name: str) -> tuple[str, ...] | None:
     """Split an archive or upload name into parts, or None if it could escape its folder."""
     normalised = name.replace("\\", "/")
     if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
@@ -269,18 +282,22 @@ def scan_zip(archive: str | os.PathLike[str]) -> ImageDataset:
         )
     entries: list[tuple[tuple[str, ...], ImageSource]] = []
     skipped: list[SkippedItem] = []
+    folders: set[tuple[str, ...]] = set()
     for info in infos:
+        parts = safe_relative_parts(info.filename)
+        if parts is not None:
+            folder = parts if info.is_dir() else parts[:-1]
+            folders.update(folder[:end] for end in range(1, len(folder) + 1))
         if info.is_dir():
             continue
         reason = _member_problem(info)
-        parts = _safe_parts(info.filename)
         if parts is None:
             reason = "unsafe path in archive (absolute or containing '..')"
         if reason:
             skipped.append(SkippedItem(info.filename, reason))
         else:
             entries.append((parts, ZipMember(archive_path, info.filename)))
-    return _build(entries, skipped, root=str(archive_path))
+    return _build(entries, skipped, folders, root=str(archive_path))
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:

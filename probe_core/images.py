@@ -19,16 +19,34 @@ class ImageLoadError(ValueError):
     """The bytes are not a usable image; the message is the reason shown to the user."""
 
 
+_IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _image_format(data: bytes) -> str | None:
+    """The image format that the leading bytes claim, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _IMAGE_SIGNATURES if data.startswith(magic)), None)
+
+
 def _sniff(data: bytes) -> str:
     """A short guess of what non-image bytes are, for the error message."""
     head = data[:512].lstrip().lower()
     if head.startswith(b"%pdf"):
         return "a PDF document"
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+    if head.startswith(b"<!doctype html") or b"<html" in head:
         return "an HTML page"
-    if head.startswith((b"pk\x03\x04",)):
+    if head.startswith(b"pk\x03\x04"):
         return "a zip archive"
-    if head.startswith(b"<svg") or b"<svg" in head:
+    if b"<svg" in head:
         return "an SVG drawing (vector images are not supported)"
     try:
         head.decode("utf-8")
@@ -90,6 +108,9 @@ def load_image(data: bytes) -> Image.Image:
             f"image too large: {error} (Pillow's decompression-bomb limit)"
         ) from error
     except UnidentifiedImageError as error:
+        claimed = _image_format(data)
+        if claimed:
+            raise ImageLoadError(f"corrupt {claimed} image (its data cannot be decoded)") from error
         raise ImageLoadError(f"not an image: the content looks like {_sniff(data)}") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         message = str(error) or type(error).__name__
