@@ -115,3 +115,109 @@ def write_run(
     write_figure(embedding_figure(projection, embeddings, result), paths["umap.html"])
     skipped_table(embeddings.skipped).to_csv(paths["skipped.csv"], index=False)
     return list(paths.values())
+
+
+@dataclass(frozen=True)
+class ProbeWeights:
+    """A fitted probe as plain arrays: what the export files hold (never pickle)."""
+
+    coef: np.ndarray  # (n_classes, dim); binary probes are stored as two symmetric rows
+    intercept: np.ndarray  # (n_classes,)
+    class_names: list[str]
+    encoder_id: str
+    chosen_c: float
+
+    @classmethod
+    def from_result(cls, result: ProbeResult, encoder_id: str) -> ProbeWeights:
+        coef, intercept = result.probe.coef_, result.probe.intercept_
+        if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes
+            coef = np.vstack([-coef, coef]) / 2
+            intercept = np.array([-intercept[0], intercept[0]]) / 2
+        return cls(
+            np.ascontiguousarray(coef, dtype=np.float32),  # scikit-learn's coef_ may be F-order
+            np.ascontiguousarray(intercept, dtype=np.float32),
+            list(result.class_names),
+            encoder_id,
+            float(result.chosen_c),
+        )
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        logits = vectors @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+
+def probe_to_safetensors(weights: ProbeWeights) -> bytes:
+    from safetensors.numpy import save
+
+    metadata = {
+        "format": "probe-studio-linear-probe/1",
+        "class_names": json.dumps(weights.class_names),
+        "encoder_id": weights.encoder_id,
+        "chosen_c": repr(weights.chosen_c),
+    }
+    return save({"coef": weights.coef, "intercept": weights.intercept}, metadata=metadata)
+
+
+def probe_to_json(weights: ProbeWeights) -> str:
+    return json.dumps(
+        {
+            "format": "probe-studio-linear-probe/1",
+            "encoder_id": weights.encoder_id,
+            "class_names": weights.class_names,
+            "chosen_c": weights.chosen_c,
+            "coef": weights.coef.tolist(),
+            "intercept": weights.intercept.tolist(),
+        }
+    )
+
+
+class ProbeFileError(ValueError):
+    """A probe file that is not a Probe Studio safetensors or JSON export."""
+
+
+def read_probe_file(data: bytes) -> ProbeWeights:
+    """Load a probe exported as safetensors or JSON; anything else (pickle too) is refused."""
+    if data[:1] == b"{":
+        try:
+            document = json.loads(data)
+            weights = ProbeWeights(
+                np.asarray(document["coef"], dtype=np.float32),
+                np.asarray(document["intercept"], dtype=np.float32),
+                [str(name) for name in document["class_names"]],
+                str(document["encoder_id"]),
+                float(document["chosen_c"]),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProbeFileError(f"not a probe JSON export: {error}") from error
+    else:
+        from safetensors.numpy import load
+
+        try:
+            tensors = load(data)
+            metadata = _safetensors_metadata(data)
+            weights = ProbeWeights(
+                tensors["coef"],
+                tensors["intercept"],
+                json.loads(metadata["class_names"]),
+                metadata["encoder_id"],
+                float(metadata["chosen_c"]),
+            )
+        except Exception as error:  # safetensors raises its own error types
+            raise ProbeFileError(
+                "not a probe export (expected safetensors or JSON; pickle is never loaded)"
+            ) from error
+    n_classes = len(weights.class_names)
+    if (
+        weights.coef.ndim != 2
+        or weights.coef.shape[0] != n_classes
+        or weights.intercept.shape != (n_classes,)
+    ):
+        raise ProbeFileError("probe file shapes do not match its class names")
+    return weights
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    header_length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + header_length]).get("__metadata__", {})

@@ -26,6 +26,10 @@ def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
     text = [[f"{v:.2f}" if normalize else f"{int(v)}" for v in row] for row in values]
     rows, cols = np.indices(counts.shape)
     customdata = np.dstack([rows, cols, counts, fractions])
+    hovertemplate = (
+        "true: %{y}<br>predicted: %{x}<br>images: %{customdata[2]:.0f}"
+        " (%{customdata[3]:.0%} of the true class)<extra></extra>"
+    )
     figure = go.Figure(
         go.Heatmap(
             z=values,
@@ -37,10 +41,25 @@ def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
             colorscale="Blues",
             zmin=0,
             zmax=1 if normalize else max(1.0, float(counts.max())),
-            hovertemplate=(
-                "true: %{y}<br>predicted: %{x}<br>images: %{customdata[2]:.0f}"
-                " (%{customdata[3]:.0%} of the true class)<extra></extra>"
-            ),
+            hovertemplate=hovertemplate,
+        )
+    )
+    # Heatmaps cannot be clicked-to-select in Plotly; an invisible marker per cell can,
+    # so a click on a cell arrives as a selected point carrying (true, predicted).
+    figure.add_trace(
+        go.Scatter(
+            x=[names[c] for c in cols.ravel()],
+            y=[names[r] for r in rows.ravel()],
+            customdata=customdata.reshape(-1, 4),
+            mode="markers",
+            marker={
+                "symbol": "square",
+                "size": max(8, min(60, 360 // max(len(names), 1))),
+                "color": "rgba(0,0,0,0)",
+            },
+            hovertemplate=hovertemplate,
+            showlegend=False,
+            name="cells",
         )
     )
     figure.update_layout(

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.utils.validation import check_is_fitted
 
@@ -33,12 +34,17 @@ class ProbeError(ValueError):
 
 @dataclass(frozen=True)
 class SweepResult:
-    """Validation accuracy for each C tried, and how it was measured."""
+    """Validation accuracy (and log loss) for each C tried, and how it was measured.
+
+    The chosen C has the best validation accuracy; ties go to the lower validation
+    log loss, so a perfectly separable set does not pick a uselessly small C.
+    """
 
     c_values: tuple[float, ...]
     scores: tuple[float, ...]
     chosen_c: float
-    method: str  # "validation split" | "k-fold (k=N)" | "fixed"
+    method: str  # "validation split" | "stratified k-fold" | "fixed"
+    log_losses: tuple[float, ...] = ()
 
 
 def _logistic_regression(c: float, seed: int, max_iter: int, warm_start: bool = False):
@@ -96,17 +102,30 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if not grid:
             raise ProbeError("c_grid is empty; give at least one C or a fixed C")
         splits, method = self._validation_splits(y)
-        scores = np.zeros(len(grid))
+        labels = np.unique(y)
+        scores, losses = np.zeros(len(grid)), np.zeros(len(grid))
         for train_index, val_index in splits:
             # Ascending C with warm starts: each fit begins from the previous solution.
             model = _logistic_regression(grid[0], self.seed, self.max_iter, warm_start=True)
             for position, c in enumerate(grid):
                 model.set_params(C=c)
                 model.fit(X[train_index], y[train_index])
-                scores[position] += model.score(X[val_index], y[val_index])
+                probabilities = np.zeros((len(val_index), len(labels)))
+                columns = np.searchsorted(labels, model.classes_)
+                probabilities[:, columns] = model.predict_proba(X[val_index])
+                predicted = labels[np.argmax(probabilities, axis=1)]
+                scores[position] += np.mean(predicted == y[val_index])
+                losses[position] += log_loss(y[val_index], probabilities, labels=labels)
         scores /= len(splits)
-        best = int(np.flatnonzero(scores == scores.max())[0])  # ties go to the smaller C
-        return SweepResult(grid, tuple(float(s) for s in scores), grid[best], method)
+        losses /= len(splits)
+        best = min(range(len(grid)), key=lambda i: (-scores[i], losses[i], grid[i]))
+        return SweepResult(
+            grid,
+            tuple(float(s) for s in scores),
+            grid[best],
+            method,
+            tuple(float(v) for v in losses),
+        )
 
     def _validation_splits(self, y: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
         counts = Counter(y.tolist())

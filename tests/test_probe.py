@@ -117,7 +117,8 @@ def test_after_choosing_c_the_probe_is_refit_on_all_training_data():
     from sklearn.linear_model import LogisticRegression
 
     direct = LogisticRegression(C=result.chosen_c, solver="lbfgs", max_iter=1000, random_state=0)
-    direct.fit(embeddings.vectors[result.split.train], embeddings.labels[result.split.train])
+    train = result.split.train
+    direct.fit(embeddings.vectors[train].astype(np.float64), embeddings.labels[train])
     np.testing.assert_allclose(fitted.coef_, direct.coef_, atol=1e-6)
 
 

@@ -1,0 +1,15 @@
+"""Probe Studio: drop a folder of images, see how well a frozen encoder separates its classes."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Probe Studio", page_icon=":material/biotech:", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+        st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page("pages/predict_export.py", title="Predict & export", icon=":material/download:"),
+    ]
+)
+navigation.run()

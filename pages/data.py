@@ -1,0 +1,245 @@
+"""Data: choose images (demo, drop, browse, zip, built classes, server folder), preview, run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import shared
+from pages.components import folder_drop_zone
+from probe_core.dataset import ArchiveError, scan_folder
+from probe_core.encoders import EncoderError, list_encoders
+from probe_core.probe import ProbeError
+from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_folder
+from probe_core.thumbnails import thumbnail
+
+MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
+
+
+def _bump(name: str) -> None:
+    """Give an uploader a fresh key, which empties it once its files are taken."""
+    st.session_state[name] = st.session_state.get(name, 0) + 1
+
+
+def _uploader_key(name: str) -> str:
+    return f"{name}_{st.session_state.get(name, 0)}"
+
+
+def _take(files: list[tuple[str, bytes]], label: str, counter: str) -> None:
+    if files:
+        shared.set_dataset(shared.workspace().add_files(files), label)
+        _bump(counter)
+        st.rerun()
+
+
+def choose_images() -> None:
+    demo, drop, browse, archive, build, server = st.tabs(
+        ["Demo", "Drop a folder", "Browse", "Zip file", "Build classes", "Server folder"]
+    )
+    with demo:
+        st.write(f"{shared.DEMO_LABEL}. Works offline.")
+        if st.button("Use the demo", type="primary", key="use_demo"):
+            shared.load_demo()
+            st.rerun()
+    with drop:
+        files = folder_drop_zone(_uploader_key("drop"))
+        _take(files, f"Dropped folder ({len(files)} files)", "drop")
+    with browse:
+        uploads = st.file_uploader(
+            "Pick a folder with one subfolder per class",
+            accept_multiple_files="directory",
+            key=_uploader_key("browse"),
+            help=f"Up to {MAX_UPLOAD_MB} MB per file.",
+        )
+        _take([(u.name, u.getvalue()) for u in uploads or []], "Uploaded folder", "browse")
+    with archive:
+        upload = st.file_uploader(
+            "A .zip with one folder per class",
+            type=["zip"],
+            key=_uploader_key("zip"),
+            help=f"Up to {MAX_UPLOAD_MB} MB.",
+        )
+        if upload is not None:
+            try:
+                dataset = shared.workspace().add_zip(upload.name, upload.getvalue())
+            except ArchiveError as error:
+                st.error(str(error))
+            else:
+                shared.set_dataset(dataset, f"Zip: {upload.name}")
+                _bump("zip")
+                st.rerun()
+    with build:
+        build_classes()
+    with server:
+        server_folder()
+    st.caption(f"Uploads: up to {MAX_UPLOAD_MB} MB per file; they stay private to this session.")
+
+
+def build_classes() -> None:
+    """Teachable-Machine style: name a class, drop its images, repeat."""
+    classes = st.session_state.setdefault("built_classes", ["class 1", "class 2"])
+    collected: dict[str, list[tuple[str, bytes]]] = {}
+    for position, default in enumerate(classes):
+        left, right = st.columns([1, 3])
+        name = left.text_input("Class name", value=default, key=f"class_name_{position}")
+        images = right.file_uploader(
+            f"Images of “{name}”",
+            type=shared.IMAGE_TYPES,
+            accept_multiple_files=True,
+            key=f"class_images_{position}",
+        )
+        if images:
+            collected.setdefault(name, []).extend((img.name, img.getvalue()) for img in images)
+    add, use = st.columns(2)
+    if add.button("Add a class", key="add_class"):
+        classes.append(f"class {len(classes) + 1}")
+        st.rerun()
+    if use.button("Use these classes", type="primary", key="use_classes"):
+        if sum(len(v) for v in collected.values()) == 0:
+            st.warning("Add images to at least two classes first.")
+        else:
+            shared.set_dataset(shared.workspace().add_classes(collected), "Classes built here")
+            st.rerun()
+
+
+def server_folder() -> None:
+    roots = configured_roots()
+    st.caption(
+        "Allowed server folders: "
+        + ", ".join(f"`{root}`" for root in roots)
+        + " (operators set `PROBE_STUDIO_SERVER_ROOTS`)."
+    )
+    path = st.text_input("Folder on the server", value=str(roots[0]), key="server_path")
+    if st.button("Load folder", key="load_server"):
+        try:
+            folder = resolve_server_folder(path, roots)
+        except FolderNotAllowedError as error:
+            st.error(str(error))
+        else:
+            shared.set_dataset(scan_folder(folder), f"Server folder {folder}")
+            st.rerun()
+
+
+def preview(current: shared.Study) -> None:
+    dataset = current.dataset
+    st.subheader(current.label)
+    counts = dataset.class_counts()
+    # Files that fail to decode are only found while embedding: list them once known.
+    embedded = current.embeddings
+    skipped_items = embedded.skipped if embedded is not None else dataset.skipped
+    images, classes, skipped = st.columns(3)
+    images.metric("Images", len(dataset))
+    classes.metric("Classes", len(dataset.class_names))
+    skipped.metric("Skipped files", len(skipped_items))
+    if not dataset.items:
+        st.error("No images found. Expected one subfolder per class with images inside.")
+    elif len(dataset.class_names) < 2:
+        st.error(f"Only one class ({dataset.class_names[0]}): a probe needs at least two.")
+    for name in dataset.class_names:
+        members = [item for item in dataset.items if dataset.class_names[item.label] == name]
+        st.markdown(f"**{name}** · {counts[name]} images")
+        strip = [image for item in members[:10] if (image := thumbnail(item, 80)) is not None]
+        if strip:
+            st.image(strip, width=64)
+        if counts[name] < 2:
+            st.warning(f"“{name}” has fewer than 2 images and will be left out of the probe.")
+    if skipped_items:
+        with st.expander(f"Skipped files ({len(skipped_items)})"):
+            st.dataframe(
+                pd.DataFrame(
+                    [(s.path, s.reason) for s in skipped_items], columns=["file", "reason"]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+
+
+def settings_form(current: shared.Study) -> bool:
+    infos = list_encoders()
+    names = [info.name for info in infos]
+    labels = {
+        info.name: f"{info.name}" + (" (needs download)" if info.needs_download else " (offline)")
+        for info in infos
+    }
+    settings = current.settings
+    with st.form("probe_settings"):
+        st.markdown(f"**Encoder** · device: **{shared.device_label()}**")
+        encoder = st.selectbox(
+            "Encoder",
+            names,
+            index=names.index(settings.encoder) if settings.encoder in names else 0,
+            format_func=labels.get,
+            label_visibility="collapsed",
+        )
+        custom = st.text_input(
+            "…or any open_clip model",
+            placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k",
+            help="open_clip:<arch>/<pretrained tag> (downloads once) or open_clip:<arch>@<file>",
+        )
+        left, middle, right = st.columns(3)
+        test_size = left.slider("Held-out test fraction", 0.1, 0.5, settings.test_size, 0.05)
+        seed = middle.number_input("Seed", 0, 2**31 - 1, settings.seed)
+        mode = right.radio(
+            "C (regularisation)",
+            ["sweep on validation data", "fixed"],
+            index=0 if settings.fixed_c is None else 1,
+        )
+        fixed = st.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
+        submitted = st.form_submit_button("Run probe", type="primary")
+    if submitted:
+        current.settings = shared.ProbeSettings(
+            encoder=custom.strip() or encoder,
+            test_size=float(test_size),
+            seed=int(seed),
+            fixed_c=float(fixed) if mode == "fixed" else None,
+        )
+    return submitted
+
+
+def run(current: shared.Study) -> None:
+    try:
+        encoder = shared.shared_encoder(current.settings.encoder)
+    except EncoderError as error:
+        st.error(str(error))
+        return
+    if current.embeddings is None or current.embeddings.encoder_id != encoder.encoder_id:
+        current.embeddings = shared.embed_with_progress(current, encoder)
+        current.projections.clear()
+        current.thumbnails.clear()
+        unreadable = [s for s in current.embeddings.skipped if s not in current.dataset.skipped]
+        if unreadable:
+            listed = "; ".join(f"{s.path} ({s.reason})" for s in unreadable[:5])
+            more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+            st.warning(
+                f"{len(unreadable)} files could not be read as images and were left out: {listed}"
+                f"{more}. They are listed under Skipped files."
+            )
+    try:
+        with st.spinner("Fitting the probe (choosing C on validation data)…"):
+            current.result = shared.fit_probe(current)
+    except ProbeError as error:
+        current.result = None
+        st.error(str(error))
+        return
+    st.success(
+        f"Accuracy {current.result.metrics.accuracy} on {current.result.metrics.n_test} held-out"
+        " images."
+    )
+    st.page_link("pages/results.py", label="See the results", icon=":material/monitoring:")
+
+
+st.title("Probe Studio")
+st.caption("How well does a frozen image encoder separate the classes in your image folder?")
+run_demo_now = st.session_state.pop("run_demo", False)
+if shared.study() is None or run_demo_now:
+    shared.load_demo()
+choose_images()
+current = shared.study()
+st.divider()
+preview(current)
+if current.dataset.items:
+    if settings_form(current) or run_demo_now:
+        run(current)
+    elif current.result is not None:
+        st.success(f"Results ready: accuracy {current.result.metrics.accuracy}.")
+        st.page_link("pages/results.py", label="See the results", icon=":material/monitoring:")

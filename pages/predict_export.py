@@ -1,0 +1,106 @@
+"""Predict new images with the fitted probe; download embeddings, predictions, probe, report."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pages import shared
+from probe_core.export import (
+    ProbeWeights,
+    embeddings_table,
+    predictions_table,
+    probe_to_json,
+    probe_to_safetensors,
+)
+from probe_core.predict import predict_images
+from probe_core.report import html_report
+
+
+def predict(current: shared.Study) -> None:
+    st.subheader("Predict new images")
+    uploads = st.file_uploader(
+        "Drop new images", type=shared.IMAGE_TYPES, accept_multiple_files=True, key="predict_images"
+    )
+    if not uploads:
+        return
+    encoder = shared.shared_encoder(current.settings.encoder)
+    predictions, skipped = predict_images(
+        [(upload.name, upload.getvalue()) for upload in uploads], encoder, current.result
+    )
+    for item in skipped:
+        st.warning(f"{item.path}: {item.reason}")
+    for prediction, upload in zip(
+        predictions, [u for u in uploads if u.name in {p.name for p in predictions}], strict=False
+    ):
+        image_col, chart_col = st.columns([1, 3])
+        image_col.image(upload.getvalue(), width=140)
+        image_col.caption(f"{prediction.name}: **{prediction.predicted}**")
+        frame = pd.DataFrame(
+            {"class": prediction.class_names, "probability": prediction.probabilities}
+        )
+        chart = px.bar(
+            frame,
+            x="probability",
+            y="class",
+            orientation="h",
+            range_x=[0, 1],
+            height=60 + 28 * len(frame),
+        )
+        chart.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0})
+        chart_col.plotly_chart(chart, width="stretch", key=f"prediction_{prediction.name}")
+
+
+def downloads(current: shared.Study) -> None:
+    st.subheader("Downloads")
+    embeddings, result = current.embeddings, current.result
+    weights = ProbeWeights.from_result(result, embeddings.encoder_id)
+    parquet = io.BytesIO()
+    embeddings_table(embeddings).to_parquet(parquet, index=False)
+    columns = st.columns(3)
+    columns[0].download_button(
+        "Embeddings (Parquet)",
+        parquet.getvalue(),
+        file_name="embeddings.parquet",
+        mime="application/octet-stream",
+    )
+    columns[1].download_button(
+        "Predictions (CSV)",
+        predictions_table(embeddings, result).to_csv(index=False),
+        file_name="predictions.csv",
+        mime="text/csv",
+    )
+    columns[2].download_button(
+        "Probe (safetensors)",
+        probe_to_safetensors(weights),
+        file_name="probe.safetensors",
+        mime="application/octet-stream",
+    )
+    columns = st.columns(3)
+    columns[0].download_button(
+        "Probe (JSON)", probe_to_json(weights), file_name="probe.json", mime="application/json"
+    )
+    projection = next(iter(current.projections.values()), None)
+    if projection is None:
+        projection = shared.projection_for(current, "pca", 2, 15, 0.1)
+    columns[1].download_button(
+        "Report (standalone HTML)",
+        html_report(embeddings, result, projection, title=f"Probe report: {current.label}"),
+        file_name="probe-report.html",
+        mime="text/html",
+    )
+    st.caption(
+        "The probe holds coefficients, intercepts, class names and the encoder id; it is"
+        " never a pickle."
+    )
+
+
+current = shared.require_results()
+if current is not None:
+    st.title("Predict and export")
+    predict(current)
+    st.divider()
+    downloads(current)

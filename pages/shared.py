@@ -1,0 +1,158 @@
+"""Session state and cached resources shared by the pages. All computing is in probe_core."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from probe_core.cache import EmbeddingCache
+from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
+from probe_core.embed import Embeddings, extract_embeddings
+from probe_core.encoders import DEFAULT_ENCODER, Encoder, load_encoder, pick_device
+from probe_core.probe import LinearProbe, ProbeResult, run_probe
+from probe_core.projection import Projection, project
+from probe_core.roots import DEMO_ROOT
+from probe_core.thumbnails import thumbnail_uri
+from probe_core.workspace import SessionWorkspace
+
+IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+DEMO_LABEL = "Bundled demo: 144 Noto emoji in 6 categories"
+
+
+@dataclass
+class ProbeSettings:
+    encoder: str = DEFAULT_ENCODER
+    test_size: float = 0.25
+    seed: int = 0
+    fixed_c: float | None = None
+
+
+@dataclass
+class Study:
+    """What one browser session is looking at: a dataset and what was computed from it."""
+
+    dataset: ImageDataset
+    label: str
+    embeddings: Embeddings | None = None
+    result: ProbeResult | None = None
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+    projections: dict[tuple, Projection] = field(default_factory=dict)
+    thumbnails: dict[int, str] = field(default_factory=dict)
+
+
+def workspace() -> SessionWorkspace:
+    """This session's private upload folder (deleted when the session's state is dropped)."""
+    if "workspace" not in st.session_state:
+        st.session_state.workspace = SessionWorkspace()
+    return st.session_state.workspace
+
+
+def study() -> Study | None:
+    return st.session_state.get("study")
+
+
+def set_dataset(dataset: ImageDataset, label: str) -> None:
+    """Start a new study; the previous one's results are dropped."""
+    settings = study().settings if study() else ProbeSettings()
+    st.session_state.study = Study(dataset=dataset, label=label, settings=settings)
+
+
+def load_demo() -> None:
+    from probe_core.dataset import scan_folder
+
+    set_dataset(scan_folder(DEMO_ROOT), DEMO_LABEL)
+
+
+@st.cache_resource(show_spinner="Loading the encoder (once per server process)…")
+def shared_encoder(name: str, device: str = "auto") -> Encoder:
+    return load_encoder(name, device=device)
+
+
+@st.cache_resource
+def embedding_cache() -> EmbeddingCache:
+    return EmbeddingCache()
+
+
+def device_label() -> str:
+    device = pick_device()
+    return {"cuda": "CUDA GPU", "mps": "Apple MPS", "cpu": "CPU"}[device.type]
+
+
+def embed_with_progress(current: Study, encoder: Encoder) -> Embeddings:
+    """Embed outside any cached function so the progress bar is live (cache hits are instant)."""
+    bar = st.progress(0.0, text="Embedding…")
+    started = time.perf_counter()
+
+    def update(done: int, total: int, rate: float) -> None:
+        remaining = (total - done) / rate if rate > 0 else 0.0
+        bar.progress(
+            done / max(total, 1),
+            text=f"Embedding {done}/{total} images · {rate:.1f} images/s · ETA {remaining:.0f} s",
+        )
+
+    embeddings = extract_embeddings(
+        current.dataset, encoder, cache=embedding_cache(), progress=update
+    )
+    seconds = time.perf_counter() - started
+    bar.progress(
+        1.0,
+        text=f"Embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from the cache,"
+        f" in {seconds:.1f} s",
+    )
+    return embeddings
+
+
+def fit_probe(current: Study) -> ProbeResult:
+    settings = current.settings
+    probe = LinearProbe(seed=settings.seed, C=settings.fixed_c)
+    return run_probe(
+        current.embeddings, test_size=settings.test_size, seed=settings.seed, probe=probe
+    )
+
+
+def projection_for(current: Study, method: str, dims: int, n_neighbors: int, min_dist: float):
+    """Computed once per setting and kept in the study."""
+    key = (method, dims, n_neighbors, min_dist, current.settings.seed)
+    if key not in current.projections:
+        label = "UMAP (the first one in a server process compiles numba: about 20 s)"
+        with st.status(f"Computing {label if method == 'umap' else 'PCA'}…") as status:
+            current.projections[key] = project(
+                current.embeddings.vectors,
+                method=method,
+                n_components=dims,
+                n_neighbors=n_neighbors,
+                min_dist=min_dist,
+                seed=current.settings.seed,
+            )
+            status.update(
+                label=f"{method.upper()} done in {current.projections[key].seconds:.1f} s",
+                state="complete",
+            )
+    return current.projections[key]
+
+
+def thumbnails_for(current: Study, indices) -> dict[int, str]:
+    """Data-URI thumbnails of embedded images by embedding index (kept for reuse)."""
+    by_path = {item.path: item for item in current.dataset.items}
+    for index in indices:
+        index = int(index)
+        if index not in current.thumbnails:
+            item = by_path.get(current.embeddings.paths[index])
+            uri = thumbnail_uri(item) if item is not None else None
+            if uri:
+                current.thumbnails[index] = uri
+    return {int(i): current.thumbnails[int(i)] for i in indices if int(i) in current.thumbnails}
+
+
+def require_results() -> Study | None:
+    """The study with results, or a hint and None."""
+    current = study()
+    if current is None or current.result is None:
+        st.info("No results yet: choose images on the **Data** page and press **Run probe**.")
+        if st.button("Run the bundled demo"):
+            st.session_state.run_demo = True
+            st.switch_page("pages/data.py")
+        return None
+    return current

@@ -1,0 +1,47 @@
+"""Apply a fitted probe to new images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dataset import ImageItem, SkippedItem
+from .embed import encode_items
+from .encoders import Encoder
+from .probe import ProbeResult
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities for one new image (columns follow ``class_names``)."""
+
+    name: str
+    class_names: list[str]
+    probabilities: np.ndarray
+
+    @property
+    def predicted(self) -> str:
+        return self.class_names[int(np.argmax(self.probabilities))]
+
+
+def predict_images(
+    files: Iterable[tuple[str, bytes]], encoder: Encoder, result: ProbeResult
+) -> tuple[list[Prediction], list[SkippedItem]]:
+    """Embed new images exactly as the training images were, then apply the probe."""
+    items = [ImageItem(name, data, -1) for name, data in files]
+    vectors, failures = encode_items(items, encoder, num_workers=0)
+    predictions = []
+    if vectors:
+        order = sorted(vectors)
+        probabilities = np.zeros((len(order), len(result.class_names)))
+        probabilities[:, result.probe.classes_] = result.probe.predict_proba(
+            np.stack([vectors[i] for i in order])
+        )
+        predictions = [
+            Prediction(items[i].path, list(result.class_names), row)
+            for i, row in zip(order, probabilities, strict=True)
+        ]
+    skipped = [SkippedItem(items[i].path, reason) for i, reason in sorted(failures.items())]
+    return predictions, skipped

@@ -1,0 +1,66 @@
+"""A private temporary folder per user session for uploads, removed when no longer needed."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+
+from .dataset import ImageDataset, SkippedItem, safe_relative_parts, scan_folder, scan_zip
+
+
+class SessionWorkspace:
+    """Uploads of one session live here; the folder is deleted by ``close()`` or on collection."""
+
+    def __init__(self, parent: str | Path | None = None):
+        self.path = Path(tempfile.mkdtemp(prefix="probe-studio-session-", dir=parent))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        self._counter = 0
+
+    def _fresh_folder(self, stem: str) -> Path:
+        self._counter += 1
+        folder = self.path / f"{stem}-{self._counter}"
+        folder.mkdir()
+        return folder
+
+    def add_files(self, files: Iterable[tuple[str, bytes]]) -> ImageDataset:
+        """Write uploaded (relative path, bytes) pairs to a fresh folder and scan it."""
+        folder = self._fresh_folder("upload")
+        skipped: list[SkippedItem] = []
+        for name, data in files:
+            parts = safe_relative_parts(name)
+            if parts is None:
+                skipped.append(SkippedItem(name, "unsafe path (absolute or containing '..')"))
+                continue
+            target = folder.joinpath(*parts)
+            if target.exists():
+                skipped.append(SkippedItem(name, "duplicate path in upload"))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        dataset = scan_folder(folder)
+        dataset.skipped = sorted(skipped + dataset.skipped, key=lambda s: s.path)
+        return dataset
+
+    def add_classes(self, classes: dict[str, Iterable[tuple[str, bytes]]]) -> ImageDataset:
+        """Teachable-Machine style: images grouped by a class name the user typed."""
+        files = []
+        for class_name, images in classes.items():
+            safe = class_name.strip().replace("/", "_").replace("\\", "_") or "unnamed"
+            files += [(f"{safe}/{Path(name).name}", data) for name, data in images]
+        return self.add_files(files)
+
+    def add_zip(self, name: str, data: bytes) -> ImageDataset:
+        """Keep an uploaded zip in the workspace and scan it (members are read lazily)."""
+        target = self._fresh_folder("zip") / (Path(name).name or "upload.zip")
+        target.write_bytes(data)
+        return scan_zip(target)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive

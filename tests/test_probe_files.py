@@ -1,0 +1,83 @@
+"""Probe export/import (safetensors and JSON, never pickle), prediction of new images, report."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+
+import numpy as np
+import pytest
+
+from probe_core.dataset import scan_folder
+from probe_core.embed import extract_embeddings
+from probe_core.export import (
+    ProbeFileError,
+    ProbeWeights,
+    probe_to_json,
+    probe_to_safetensors,
+    read_probe_file,
+)
+from probe_core.predict import predict_images
+from probe_core.probe import run_probe
+from probe_core.projection import project
+from probe_core.report import html_report
+from tests.conftest import pattern_image
+from tests.test_probe import clustered_embeddings
+
+
+@pytest.mark.parametrize("counts", [[20, 20, 20], [20, 20]])
+def test_exported_probe_reproduces_the_fitted_probabilities(counts):
+    embeddings = clustered_embeddings(counts)
+    result = run_probe(embeddings, seed=0)
+    weights = ProbeWeights.from_result(result, "enc-id")
+    expected = result.probe.predict_proba(embeddings.vectors)
+    for data in (probe_to_safetensors(weights), probe_to_json(weights).encode()):
+        loaded = read_probe_file(data)
+        assert loaded.class_names == result.class_names and loaded.encoder_id == "enc-id"
+        assert loaded.chosen_c == result.chosen_c
+        np.testing.assert_allclose(loaded.predict_proba(embeddings.vectors), expected, atol=1e-4)
+
+
+def test_json_export_is_plain_data():
+    result = run_probe(clustered_embeddings([10, 10, 10]), seed=0)
+    document = json.loads(probe_to_json(ProbeWeights.from_result(result, "enc")))
+    assert set(document) >= {"coef", "intercept", "class_names", "encoder_id", "chosen_c"}
+    assert len(document["coef"]) == 3 and len(document["coef"][0]) == 16
+
+
+def test_pickles_and_garbage_are_refused():
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    for data in (pickle.dumps(Payload()), b"\x00" * 64, b"{not json", b""):
+        with pytest.raises(ProbeFileError):
+            read_probe_file(data)
+
+
+def test_new_images_are_embedded_like_training_images_and_predicted(encoder, image_folder):
+    dataset = scan_folder(image_folder)
+    embeddings = extract_embeddings(dataset, encoder, num_workers=0)
+    result = run_probe(embeddings, seed=0)
+    new = io.BytesIO()
+    pattern_image(0, 500).save(new, "PNG")  # class 0 of write_image_folder is "red"
+    predictions, skipped = predict_images(
+        [("new.png", new.getvalue()), ("broken.png", b"not an image")], encoder, result
+    )
+    assert [p.name for p in predictions] == ["new.png"]
+    assert predictions[0].predicted == "red"
+    np.testing.assert_allclose(predictions[0].probabilities.sum(), 1.0)
+    assert skipped[0].path == "broken.png" and "not an image" in skipped[0].reason
+
+
+def test_html_report_is_standalone():
+    embeddings = clustered_embeddings([10, 10, 10])
+    result = run_probe(embeddings, seed=0)
+    page = html_report(embeddings, result, project(embeddings.vectors, method="pca"), "My run")
+    assert page.startswith("<!DOCTYPE html>") and "<title>My run</title>" in page
+    assert page.count("plotly.js v") >= 1  # plotly.js inlined once, no CDN
+    assert not re.search(r"<script[^>]*src=[\"']?https?:", page)  # nothing from the network
+    assert "Confusion matrix" in page and "Choosing C" in page
+    assert str(result.metrics.accuracy) in page
