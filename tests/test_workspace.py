@@ -18,8 +18,9 @@ def png(class_index: int, variant: int) -> bytes:
 
 def test_uploaded_files_keep_their_class_folders_and_wrapper_is_dropped():
     workspace = SessionWorkspace()
-    files = [(f"picked/{c}/{i}.png", png(k, i)) for k, c in enumerate(["cats", "dogs"])
-             for i in range(3)]
+    files = [
+        (f"picked/{c}/{i}.png", png(k, i)) for k, c in enumerate(["cats", "dogs"]) for i in range(3)
+    ]
     dataset = workspace.add_files(files)
     assert dataset.class_names == ["cats", "dogs"]
     assert len(dataset) == 6
@@ -29,21 +30,29 @@ def test_uploaded_files_keep_their_class_folders_and_wrapper_is_dropped():
 
 def test_unsafe_and_duplicate_upload_names_are_skipped_not_written(tmp_path):
     workspace = SessionWorkspace(parent=tmp_path)
-    files = [("a/1.png", png(0, 0)), ("b/1.png", png(1, 0)), ("../evil.png", b"x"),
-             ("/abs/evil.png", b"x"), ("a/1.png", png(0, 1))]
+    files = [
+        ("a/1.png", png(0, 0)),
+        ("b/1.png", png(1, 0)),
+        ("../evil.png", b"x"),
+        ("/abs/evil.png", b"x"),
+        ("a/1.png", png(0, 1)),
+    ]
     dataset = workspace.add_files(files)
     reasons = {s.path: s.reason for s in dataset.skipped}
     assert "unsafe path" in reasons["../evil.png"] and "unsafe path" in reasons["/abs/evil.png"]
     assert reasons["a/1.png"] == "duplicate path in upload"
-    written = sorted(p.relative_to(workspace.path).as_posix() for p in workspace.path.rglob("*.png"))
+    written = sorted(
+        p.relative_to(workspace.path).as_posix() for p in workspace.path.rglob("*.png")
+    )
     assert written == ["upload-1/a/1.png", "upload-1/b/1.png"]
     assert not (tmp_path / "evil.png").exists()
 
 
 def test_typed_classes_become_class_folders():
     workspace = SessionWorkspace()
-    dataset = workspace.add_classes({"thumbs up": [("x.png", png(0, 0)), ("y.png", png(0, 1))],
-                                     "a/b": [("z.png", png(1, 0))]})
+    dataset = workspace.add_classes(
+        {"thumbs up": [("x.png", png(0, 0)), ("y.png", png(0, 1))], "a/b": [("z.png", png(1, 0))]}
+    )
     assert dataset.class_names == ["a_b", "thumbs up"]
     assert dataset.class_counts() == {"a_b": 1, "thumbs up": 2}
 
