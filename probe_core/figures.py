@@ -108,7 +108,8 @@ def embedding_figure(
     common = {
         "color": color_by,
         "custom_data": ["path", "index"],
-        "hover_data": {"path": True, "true": True, "predicted": True, "split": True},
+        "hover_data": {"path": True, "true": True, "predicted": True, "split": True}
+        | dict.fromkeys(["x", "y", "z"][: projection.n_components], False),
         "category_orders": {
             "true": embeddings.class_names,
             "predicted": [*embeddings.class_names, NOT_SCORED],

@@ -12,7 +12,10 @@ from .dataset import ImageDataset, SkippedItem, safe_relative_parts, scan_folder
 
 
 class SessionWorkspace:
-    """Uploads of one session live here; the folder is deleted by ``close()`` or on collection."""
+    """Uploads of one session live here; the folder is deleted by ``close()`` or on collection.
+
+    It holds the latest upload only: each new upload replaces what was there.
+    """
 
     def __init__(self, parent: str | Path | None = None):
         self.path = Path(tempfile.mkdtemp(prefix="probe-studio-session-", dir=parent))
@@ -20,6 +23,8 @@ class SessionWorkspace:
         self._counter = 0
 
     def _fresh_folder(self, stem: str) -> Path:
+        for previous in self.path.iterdir():
+            shutil.rmtree(previous, ignore_errors=True)
         self._counter += 1
         folder = self.path / f"{stem}-{self._counter}"
         folder.mkdir()

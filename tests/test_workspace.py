@@ -81,3 +81,13 @@ def test_two_workspaces_are_separate_and_removed_on_close_or_collection(tmp_path
     del second
     gc.collect()
     assert not second_path.exists()
+
+
+def test_a_new_upload_replaces_the_previous_one_on_disk():
+    workspace = SessionWorkspace()
+    first = workspace.add_files([("a/1.png", png(0, 0)), ("b/1.png", png(1, 0))])
+    second = workspace.add_files([("c/1.png", png(0, 1)), ("d/1.png", png(1, 1))])
+    assert second.class_names == ["c", "d"]
+    assert not first.items[0].source.exists()
+    assert [p.name for p in workspace.path.iterdir()] == ["upload-2"]
+    workspace.close()
