@@ -34,8 +34,12 @@ class ZipMember:
     name: str
 
     def read_bytes(self) -> bytes:
-        with zipfile.ZipFile(self.archive) as archive:
-            return archive.read(self.name)
+        """The member's bytes; never more than its header declares (zipfile stops there)."""
+        try:
+            with zipfile.ZipFile(self.archive) as archive:
+                return archive.read(self.name)
+        except (zipfile.BadZipFile, KeyError, EOFError, NotImplementedError) as error:
+            raise OSError(f"damaged archive member ({error})") from error
 
 
 ImageSource = Path | bytes | ZipMember
