@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
@@ -17,6 +18,7 @@ from probe_core.roots import DEMO_ROOT
 from probe_core.thumbnails import thumbnail_uri
 from probe_core.workspace import SessionWorkspace
 
+log = get_logger(__name__)
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 DEMO_LABEL = "Bundled demo: 144 Noto emoji in 6 categories"
 
@@ -67,7 +69,9 @@ def load_demo() -> None:
 
 @st.cache_resource(show_spinner="Loading the encoder (once per server process)…")
 def shared_encoder(name: str, device: str = "auto") -> Encoder:
-    return load_encoder(name, device=device)
+    encoder = load_encoder(name, device=device)
+    log.info("loaded encoder %s on %s", encoder.encoder_id, encoder.device)
+    return encoder
 
 
 @st.cache_resource
