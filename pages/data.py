@@ -64,6 +64,7 @@ def choose_images() -> None:
                 dataset = shared.workspace().add_zip(upload.name, upload.getvalue())
             except ArchiveError as error:
                 st.error(str(error))
+                _bump("zip")  # else every rerun takes the bad zip again, replacing newer uploads
             else:
                 shared.set_dataset(dataset, f"Zip: {upload.name}")
                 _bump("zip")

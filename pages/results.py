@@ -73,7 +73,8 @@ def confusion(current: shared.Study, table: pd.DataFrame) -> None:
     true_name = left.selectbox("True class", names, key="cell_true")
     predicted_name = right.selectbox("Predicted class", names, key="cell_predicted")
     cell = table[(table["true"] == true_name) & (table["predicted"] == predicted_name)]
-    st.markdown(f"**{true_name} → {predicted_name}**: {len(cell)} held-out images")
+    images = "image" if len(cell) == 1 else "images"
+    st.markdown(f"**{true_name} → {predicted_name}**: {len(cell)} held-out {images}")
     image_grid(
         current,
         cell.sort_values("confidence", ascending=False),

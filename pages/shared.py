@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
 import streamlit as st
+from streamlit import runtime
 from streamlit.logger import get_logger
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
@@ -45,10 +48,59 @@ class Study:
 
 
 def workspace() -> SessionWorkspace:
-    """This session's private upload folder (deleted when the session's state is dropped)."""
+    """This session's private upload folder, removed once the session has ended."""
     if "workspace" not in st.session_state:
         st.session_state.workspace = SessionWorkspace()
+        context = get_script_run_ctx()
+        if context is not None and runtime.exists():
+            workspace_janitor().watch(context.session_id, st.session_state.workspace)
     return st.session_state.workspace
+
+
+class WorkspaceJanitor:
+    """Closes the workspaces of sessions that stayed disconnected past the reconnect TTL.
+
+    Streamlit keeps a disconnected session's state for reconnection and drops it lazily,
+    so uploads are not left to garbage collection: a daemon thread checks every few seconds.
+    """
+
+    def __init__(self, ttl_seconds: float):
+        self.ttl_seconds = ttl_seconds
+        self._watched: dict[str, tuple[SessionWorkspace, float]] = {}
+        self._lock = threading.Lock()
+        interval = max(0.5, min(30.0, ttl_seconds / 2))
+        thread = threading.Thread(
+            target=self._run, args=(interval,), daemon=True, name="probe-studio-workspace-janitor"
+        )
+        thread.start()
+
+    def watch(self, session_id: str, space: SessionWorkspace) -> None:
+        with self._lock:
+            self._watched[session_id] = (space, time.monotonic())
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for session_id, (space, seen) in list(self._watched.items()):
+                if runtime.get_instance().is_active_session(session_id):
+                    self._watched[session_id] = (space, now)
+                elif now - seen > self.ttl_seconds:
+                    space.close()
+                    del self._watched[session_id]
+                    log.info("removed the uploads of ended session %s", session_id)
+
+    def _run(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                self.sweep()
+            except RuntimeError:  # the server (or an AppTest run) has shut down
+                return
+
+
+@st.cache_resource
+def workspace_janitor() -> WorkspaceJanitor:
+    return WorkspaceJanitor(float(st.get_option("server.disconnectedSessionTTL")))
 
 
 def study() -> Study | None:

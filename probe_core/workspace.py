@@ -14,7 +14,8 @@ from .dataset import ImageDataset, SkippedItem, safe_relative_parts, scan_folder
 class SessionWorkspace:
     """Uploads of one session live here; the folder is deleted by ``close()`` or on collection.
 
-    It holds the latest upload only: each new upload replaces what was there.
+    It holds the latest usable upload only: once a new upload has been scanned, what was
+    there before is removed (an upload that fails leaves the previous one in place).
     """
 
     def __init__(self, parent: str | Path | None = None):
@@ -23,8 +24,6 @@ class SessionWorkspace:
         self._counter = 0
 
     def _fresh_folder(self, stem: str) -> Path:
-        for previous in self.path.iterdir():
-            shutil.rmtree(previous, ignore_errors=True)
         self._counter += 1
         folder = self.path / f"{stem}-{self._counter}"
         folder.mkdir()
@@ -47,6 +46,7 @@ class SessionWorkspace:
             target.write_bytes(data)
         dataset = scan_folder(folder)
         dataset.skipped = sorted(skipped + dataset.skipped, key=lambda s: s.path)
+        self._keep_only(folder)
         return dataset
 
     def add_classes(self, classes: dict[str, Iterable[tuple[str, bytes]]]) -> ImageDataset:
@@ -59,9 +59,21 @@ class SessionWorkspace:
 
     def add_zip(self, name: str, data: bytes) -> ImageDataset:
         """Keep an uploaded zip in the workspace and scan it (members are read lazily)."""
-        target = self._fresh_folder("zip") / (Path(name).name or "upload.zip")
+        folder = self._fresh_folder("zip")
+        target = folder / (Path(name).name or "upload.zip")
         target.write_bytes(data)
-        return scan_zip(target)
+        try:
+            dataset = scan_zip(target)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._keep_only(folder)
+        return dataset
+
+    def _keep_only(self, current: Path) -> None:
+        for previous in self.path.iterdir():
+            if previous != current:
+                shutil.rmtree(previous, ignore_errors=True)
 
     def close(self) -> None:
         self._finalizer()

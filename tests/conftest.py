@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from playwright import sync_api
 
 from probe_core.encoders import DEFAULT_ENCODER, load_encoder
 
@@ -47,3 +51,56 @@ def write_image_folder(root: Path, counts: dict[str, int], fmt: str = "PNG") -> 
 def image_folder(tmp_path: Path) -> Path:
     """Three classes of eight generated images each."""
     return write_image_folder(tmp_path / "images", {"red": 8, "green": 8, "blue": 8})
+
+
+# --------------------------------------------------------------------------- real browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def chromium_executable() -> Path | None:
+    """The real Chromium binary (``/usr/bin/chromium`` is a wrapper script on Debian)."""
+    candidates: list[Path] = []
+    if os.environ.get("PROBE_STUDIO_CHROMIUM"):
+        candidates.append(Path(os.environ["PROBE_STUDIO_CHROMIUM"]))
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        listed = subprocess.run(
+            ["dpkg", "-L", "chromium"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.split()
+        candidates += [Path(line) for line in listed if line.endswith("/chromium")]
+    candidates.append(Path("/usr/lib/chromium/chromium"))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK) and _is_elf(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """Debian's Chromium, headless, through Playwright's sync API."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.fail(
+            "no Chromium binary found: run `apt-get install chromium` (scripts/test.sh does)"
+        )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

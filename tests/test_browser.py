@@ -34,14 +34,6 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1400, "height": 1000}
 TALL_VIEWPORT = {"width": 1400, "height": 2000}
 # Generous ceilings (ms): the first encoder load + embedding and the first UMAP (numba JIT)
@@ -51,31 +43,6 @@ LONG = 180_000
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_elf(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
-def chromium_executable() -> Path | None:
-    """The real Chromium binary (``/usr/bin/chromium`` is a wrapper script on Debian)."""
-    candidates: list[Path] = []
-    if os.environ.get("PROBE_STUDIO_CHROMIUM"):
-        candidates.append(Path(os.environ["PROBE_STUDIO_CHROMIUM"]))
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        listed = subprocess.run(
-            ["dpkg", "-L", "chromium"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.split()
-        candidates += [Path(line) for line in listed if line.endswith("/chromium")]
-    candidates.append(Path("/usr/lib/chromium/chromium"))
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK) and _is_elf(candidate):
-            return candidate
-    return None
 
 
 def _free_port() -> int:
@@ -204,22 +171,6 @@ def st_server(tmp_path_factory) -> Iterator[str]:
             shutil.copyfile(log_path, ARTIFACTS / "streamlit.log")
 
 
-@pytest.fixture(scope="session")
-def chromium_browser():
-    """Debian's Chromium, headless, through Playwright's sync API."""
-    executable = chromium_executable()
-    if executable is None:
-        pytest.fail(
-            "no Chromium binary found: run `apt-get install chromium` (scripts/test.sh does)"
-        )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def open_app(request, st_server, chromium_browser):
     """Open the app in a fresh browser context (so a fresh Streamlit session) on the Data page.
@@ -310,7 +261,8 @@ def test_confusion_cell_click_shows_its_images(open_app):
     cells = [(r, c) for r in range(n) for c in range(n) if counts[r][c] > 0]
     # Prefer a mistake (off-diagonal); otherwise any diagonal cell but the default first one.
     row, col = max(cells, key=lambda rc: (rc[0] != rc[1], rc != (0, 0), counts[rc[0]][rc[1]]))
-    expected = f"{names[row]} → {names[col]}: {counts[row][col]} held-out images"
+    count = counts[row][col]
+    expected = f"{names[row]} → {names[col]}: {count} held-out image" + ("s" if count != 1 else "")
 
     area = page.locator(".st-key-confusion .nsewdrag").first.bounding_box()
     page.mouse.click(

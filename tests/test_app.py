@@ -1,0 +1,638 @@
+"""The Streamlit app, driven headless with AppTest: every page, every way in, and bad input.
+
+Each test reads as a specification of what a user sees. The bundled demo is embedded once
+per module (``demo_run``) and shared by the tests of the Results, Map and Predict & export
+pages; every other test starts its own session with a small generated folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from pages import shared
+from probe_core.export import read_probe_file
+from probe_core.roots import ROOTS_ENV
+from tests import badfiles
+from tests.conftest import DEMO_DIR, pattern_image, write_image_folder
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 180  # seconds per script run: the first one loads the encoder, UMAP compiles numba
+
+RESULTS = "pages/results.py"
+MAP = "pages/map.py"
+PREDICT = "pages/predict_export.py"
+
+DEMO_CLASSES = [
+    "animals_nature",
+    "flags",
+    "food_drink",
+    "objects",
+    "smileys_emotion",
+    "travel_places",
+]
+DOWNLOAD_LABELS = [
+    "Embeddings (Parquet)",
+    "Predictions (CSV)",
+    "Probe (safetensors)",
+    "Probe (JSON)",
+    "Report (standalone HTML)",
+]
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app_env(tmp_path_factory):
+    """A private embedding cache, no operator roots, session folders under tmp, and a record of
+    every file handed to ``st.download_button`` (AppTest drops its media store after a run)."""
+    cache_dir = tmp_path_factory.mktemp("embedding-cache")
+    sessions_dir = tmp_path_factory.mktemp("sessions")
+    media: dict[str, object] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        media[file_id] = self._files_by_id[file_id]
+        return file_id
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROBE_STUDIO_CACHE_DIR", str(cache_dir))
+        patch.delenv(ROOTS_ENV, raising=False)
+        patch.setattr(tempfile, "tempdir", str(sessions_dir))
+        patch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+        shared.embedding_cache.clear()  # st.cache_resource: re-created under the new directory
+        yield SimpleNamespace(cache_dir=cache_dir, media=media)
+        shared.embedding_cache.clear()
+
+
+@pytest.fixture(scope="module")
+def demo_run(app_env):
+    """A session that pressed "Run probe" on the bundled demo (what the Data page then said)."""
+    at = new_app()
+    run_probe(at)
+    assert_ok(at)
+    return SimpleNamespace(
+        at=at,
+        success=[s.value for s in at.success],
+        warnings=[w.value for w in at.warning],
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def new_app() -> AppTest:
+    """A fresh browser session on the app, after its first run."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def png_bytes(class_index: int, variant: int) -> bytes:
+    buffer = io.BytesIO()
+    pattern_image(class_index, variant).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def folder_upload(classes, per_class: int = 6, top: str = "data") -> list[tuple[str, bytes, str]]:
+    """What Browse sends for a picked folder ``top/<class>/<image>``: names keep the folder."""
+    return [
+        (f"{top}/{name}/{name}_{variant}.png", png_bytes(index, variant), "image/png")
+        for index, name in enumerate(classes)
+        for variant in range(per_class)
+    ]
+
+
+def zipped(files: list[tuple[str, bytes, str]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, _ in files:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def uploader(at: AppTest, prefix: str):
+    """The file uploader whose key starts with ``prefix`` (keys change once files are taken)."""
+    found = [u for u in at.file_uploader if u.key and u.key.startswith(prefix)]
+    assert len(found) == 1, [u.key for u in at.file_uploader]
+    return found[0]
+
+
+def button(at: AppTest, label: str):
+    found = [b for b in at.button if b.label == label]
+    assert len(found) == 1, [b.label for b in at.button]
+    return found[0]
+
+
+def run_probe(at: AppTest) -> AppTest:
+    """Press the settings form's "Run probe" button."""
+    button(at, "Run probe").click().run()
+    assert_ok(at)
+    return at
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert_ok(at)
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def values(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def study(at: AppTest):
+    return at.session_state["study"]
+
+
+def preview_lines(at: AppTest) -> list[str]:
+    """The per-class lines of the Data page preview, e.g. ``**red** · 6 images``."""
+    return [m for m in values(at.markdown) if m.endswith(" images") and m.startswith("**")]
+
+
+def download(at: AppTest, media: dict, label: str):
+    """(file name, bytes) a download button serves."""
+    found = [d for d in at.get("download_button") if d.label == label]
+    assert len(found) == 1, [d.label for d in at.get("download_button")]
+    stored = media[PurePosixPath(found[0].proto.url).stem]
+    return stored.filename, stored.content
+
+
+def chart(at: AppTest, key: str):
+    found = [c for c in at.get("plotly_chart") if c.key == key]
+    assert len(found) == 1, [c.key for c in at.get("plotly_chart")]
+    return json.loads(found[0].proto.spec)
+
+
+def select(at: AppTest, key: str, points: list[dict], box: list | None = None) -> AppTest:
+    """What the browser sends when the user clicks, boxes or lassos points of a chart."""
+    at.session_state[key] = PlotlyState(
+        {
+            "selection": PlotlySelectionState(
+                {
+                    "points": points,
+                    "point_indices": [p["point_index"] for p in points],
+                    "box": box or [],
+                    "lasso": [],
+                }
+            )
+        }
+    )
+    at.run()
+    assert_ok(at)
+    return at
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+# --- first start and the demo -----------------------------------------------------------------
+
+
+def test_first_start_previews_the_bundled_demo():
+    at = new_app()
+    assert values(at.subheader)[0] == shared.DEMO_LABEL
+    assert metrics(at) == {"Images": "144", "Classes": "6", "Skipped files": "0"}
+    assert preview_lines(at) == [f"**{name}** · 24 images" for name in DEMO_CLASSES]
+    assert not at.error
+    assert button(at, "Run probe").form_id == "probe_settings"
+    assert study(at).result is None
+
+
+def test_run_probe_on_the_demo_embeds_fits_and_reports_accuracy(demo_run, app_env):
+    result = study(demo_run.at).result
+    assert result is not None
+    assert demo_run.success == [
+        f"Accuracy {result.metrics.accuracy} on {result.metrics.n_test} held-out images."
+    ]
+    assert result.metrics.n_test == 36
+    assert result.class_names == DEMO_CLASSES
+    assert len(study(demo_run.at).embeddings) == 144
+    assert demo_run.warnings == []
+    # The embeddings went to PROBE_STUDIO_CACHE_DIR, not to the user's cache.
+    assert list(app_env.cache_dir.rglob("*.npz"))
+
+
+def test_results_page_shows_headline_metrics_each_with_a_95_ci(demo_run):
+    at = open_page(demo_run.at, RESULTS)
+    m = study(at).result.metrics
+    estimates = {
+        "Accuracy": m.accuracy,
+        "Balanced accuracy": m.balanced_accuracy,
+        "Macro F1": m.macro_f1,
+        "Top-5 accuracy": m.top5_accuracy,
+    }
+    assert metrics(at) == {label: f"{e.value:.1%}" for label, e in estimates.items()}
+    captions = values(at.caption)
+    for estimate in estimates.values():
+        assert f"95% CI {estimate.low:.1%} to {estimate.high:.1%}" in captions
+    assert sum(c.startswith("95% CI ") for c in captions) == 4
+    assert any(c.startswith("36 held-out test images, 108 train") for c in captions)
+    assert values(at.subheader) == [
+        "Confusion matrix",
+        "Choosing C",
+        "Per class",
+        "Most confident mistakes",
+    ]
+    per_class = at.dataframe[0].value
+    assert list(per_class["name"]) == DEMO_CLASSES
+    assert per_class["support"].sum() == 36
+
+
+def test_clicking_a_confusion_cell_lists_its_held_out_images(demo_run):
+    at = open_page(demo_run.at, RESULTS)
+    m = study(at).result.metrics
+    names = m.class_names
+    off_diagonal = m.confusion - np.diag(np.diag(m.confusion))
+    for row, col in [
+        np.unravel_index(np.argmax(off_diagonal), m.confusion.shape),  # the worst confusion
+        (0, 0),  # then a diagonal cell: the heading follows the latest click
+    ]:
+        true_name, predicted_name = names[row], names[col]
+        point = {"x": predicted_name, "y": true_name, "curve_number": 1, "point_index": 0}
+        select(at, "confusion", [point])
+        count = int(m.confusion[row, col])
+        assert count > 0
+        images = "image" if count == 1 else "images"
+        heading = f"**{true_name} → {predicted_name}**: {count} held-out {images}"
+        assert heading in values(at.markdown)
+        assert at.selectbox(key="cell_true").value == true_name
+        assert at.selectbox(key="cell_predicted").value == predicted_name
+        image_captions = [c for c in values(at.caption) if " · p=" in c]
+        assert len(image_captions) == count
+
+
+def test_map_page_draws_pca_and_box_selection_downloads_the_selected_paths(demo_run, app_env):
+    at = demo_run.at
+    at.session_state["map_method"] = "pca"
+    open_page(at, MAP)
+    assert any(s.label.startswith("PCA done in") for s in at.status)
+    figure = chart(at, "map")
+    assert figure["layout"]["title"]["text"].startswith("PCA of normalised embeddings")
+    paths = study(at).embeddings.paths
+    carried = [tuple(point[:2]) for trace in figure["data"] for point in trace["customdata"]]
+    assert sorted(carried, key=lambda c: c[1]) == [(path, i) for i, path in enumerate(paths)]
+    assert not [s for s in values(at.subheader) if s.endswith("selected images")]
+
+    embeddings = study(at).embeddings
+    chosen = [140, 3, 51, 50, 3]  # unordered, one point twice (box and lasso overlap)
+    points = [
+        {
+            "customdata": [embeddings.paths[i], i, "any", "hover", "data"],
+            "curve_number": 0,
+            "point_index": position,
+            "x": 0.0,
+            "y": 0.0,
+        }
+        for position, i in enumerate(chosen)
+    ]
+    box = [{"x": [-1.0, 1.0], "y": [-1.0, 1.0], "xref": "x", "yref": "y"}]
+    select(at, "map", points, box=box)
+    assert "4 selected images" in values(at.subheader)
+    name, data = download(at, app_env.media, "Download selection as CSV")
+    assert name == "selection.csv"
+    frame = pd.read_csv(io.BytesIO(data))
+    assert list(frame.columns) == ["path", "true", "predicted", "split"]
+    assert list(frame["path"]) == [embeddings.paths[i] for i in sorted(set(chosen))]
+    assert list(frame["true"]) == [
+        embeddings.class_names[embeddings.labels[i]] for i in sorted(set(chosen))
+    ]
+
+    at.radio(key="map_dims").set_value(3).run()
+    assert_ok(at)
+    assert {trace["type"] for trace in chart(at, "map")["data"]} == {"scatter3d"}
+
+
+def test_map_page_draws_umap(demo_run):
+    at = demo_run.at
+    at.session_state["map_method"] = "umap"
+    at.session_state["map_dims"] = 2
+    open_page(at, MAP)
+    assert any(s.label.startswith("UMAP done in") for s in at.status)
+    figure = chart(at, "map")
+    assert figure["layout"]["title"]["text"].startswith("UMAP of normalised embeddings")
+    assert sum(len(trace["customdata"]) for trace in figure["data"]) == 144
+
+
+def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
+    at = open_page(demo_run.at, PREDICT)
+    current = study(at)
+    embeddings, result = current.embeddings, current.result
+    assert [d.label for d in at.get("download_button")] == DOWNLOAD_LABELS
+
+    name, data = download(at, app_env.media, "Probe (JSON)")
+    assert name == "probe.json"
+    document = json.loads(data)
+    assert document["class_names"] == DEMO_CLASSES
+    assert document["encoder_id"] == embeddings.encoder_id
+    assert np.asarray(document["coef"]).shape == (6, embeddings.dim)
+    assert len(document["intercept"]) == 6
+
+    name, data = download(at, app_env.media, "Probe (safetensors)")
+    assert name == "probe.safetensors"
+    weights = read_probe_file(data)
+    assert weights.class_names == DEMO_CLASSES
+    assert weights.encoder_id == embeddings.encoder_id
+    np.testing.assert_allclose(weights.coef, np.asarray(document["coef"]), rtol=1e-6)
+    # The exported probe reproduces the app's held-out predictions.
+    test_vectors = embeddings.vectors[result.split.test]
+    predicted = weights.predict_proba(test_vectors).argmax(axis=1)
+    np.testing.assert_array_equal(predicted, result.test_predictions)
+
+    name, data = download(at, app_env.media, "Predictions (CSV)")
+    assert name == "predictions.csv"
+    predictions = pd.read_csv(io.BytesIO(data))
+    assert len(predictions) == 36
+    assert {"path", "true", "predicted", "correct", "confidence"} <= set(predictions.columns)
+
+    name, data = download(at, app_env.media, "Embeddings (Parquet)")
+    table = pd.read_parquet(io.BytesIO(data))
+    assert len(table) == 144
+    assert len(table["vector"].iloc[0]) == embeddings.dim
+
+    name, data = download(at, app_env.media, "Report (standalone HTML)")
+    assert name == "probe-report.html"
+    report = data.decode()
+    assert "Confusion matrix" in report
+    assert "plotly.js v" in report  # plotly.js is inlined, so the report opens offline
+    assert not re.search(r"<script[^>]*\bsrc=", report)  # nothing fetched from a CDN
+    assert "pickle" in " ".join(values(at.caption))
+
+
+def test_predict_new_images_shows_a_class_per_image_and_skips_bad_files(demo_run):
+    at = open_page(demo_run.at, PREDICT)
+    first_animal = sorted((DEMO_DIR / "animals_nature").iterdir())[0]
+    uploads = [
+        (first_animal.name, first_animal.read_bytes(), "image/png"),
+        ("notes.png", badfiles.text_bytes(), "image/png"),
+    ]
+    at.file_uploader(key="predict_images").set_value(uploads).run()
+    assert_ok(at)
+    captions = [c for c in values(at.caption) if c.startswith(f"{first_animal.name}: ")]
+    assert len(captions) == 1
+    predicted = captions[0].removeprefix(f"{first_animal.name}: ").strip("*")
+    assert predicted in DEMO_CLASSES
+    assert any(w.startswith("notes.png: ") for w in values(at.warning))
+    assert [c.key for c in at.get("plotly_chart")] == [f"prediction_{first_animal.name}"]
+
+
+def test_pages_without_results_offer_to_run_the_demo():
+    at = new_app()
+    for page in (RESULTS, MAP, PREDICT):
+        open_page(at, page)
+        assert values(at.info) == [
+            "No results yet: choose images on the **Data** page and press **Run probe**."
+        ]
+        assert [b.label for b in at.button] == ["Run the bundled demo"]
+    button(at, "Run the bundled demo").click().run()
+    assert_ok(at)
+    assert values(at.title) == ["Probe Studio"]  # back on the Data page
+    assert study(at).label == shared.DEMO_LABEL
+    assert any(s.startswith("Accuracy ") for s in values(at.success))
+    open_page(at, RESULTS)
+    assert "Accuracy" in metrics(at)
+
+
+# --- ways in: Browse, zip, Build classes, server folder ------------------------------------------
+
+
+def test_browsed_folder_takes_classes_from_its_subfolders_and_runs():
+    at = new_app()
+    uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"])).run()
+    assert_ok(at)
+    assert values(at.subheader)[0] == "Uploaded folder"
+    assert metrics(at) == {"Images": "18", "Classes": "3", "Skipped files": "0"}
+    assert study(at).dataset.class_names == ["blue", "green", "red"]  # not "data"
+    assert preview_lines(at) == [f"**{name}** · 6 images" for name in ("blue", "green", "red")]
+    assert uploader(at, "browse_").value in (None, [])  # emptied once its files were taken
+
+    run_probe(at)
+    assert any(s.startswith("Accuracy ") for s in values(at.success))
+    open_page(at, RESULTS)
+    assert list(metrics(at)) == ["Accuracy", "Balanced accuracy", "Macro F1"]  # no top-5
+    assert list(at.dataframe[0].value["name"]) == ["blue", "green", "red"]
+
+
+def test_zip_upload_takes_classes_from_its_folders():
+    at = new_app()
+    archive = zipped(folder_upload(["red", "green", "blue"], per_class=4))
+    uploader(at, "zip_").set_value([("images.zip", archive, "application/zip")]).run()
+    assert_ok(at)
+    assert values(at.subheader)[0] == "Zip: images.zip"
+    assert metrics(at) == {"Images": "12", "Classes": "3", "Skipped files": "0"}
+    assert preview_lines(at) == [f"**{name}** · 4 images" for name in ("blue", "green", "red")]
+    assert not at.error
+
+
+def test_a_file_that_is_not_a_zip_gives_a_clear_error():
+    at = new_app()
+    uploader(at, "zip_").set_value([("photos.zip", badfiles.text_bytes(), "application/zip")])
+    at.run()
+    assert_ok(at)
+    assert values(at.error) == ["photos.zip: not a readable zip archive (File is not a zip file)"]
+    assert study(at).label == shared.DEMO_LABEL  # the previous dataset stays
+
+
+def test_an_upload_after_a_failed_zip_is_usable():
+    """The bad zip is taken once (its uploader is emptied), not again on every rerun."""
+    at = new_app()
+    uploader(at, "zip_").set_value([("photos.zip", badfiles.text_bytes(), "application/zip")])
+    at.run()
+    assert_ok(at)
+    uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"])).run()
+    assert_ok(at)
+    assert values(at.subheader)[0] == "Uploaded folder"
+    run_probe(at)
+    assert any(s.startswith("Accuracy ") for s in values(at.success)), values(at.error)
+    assert len(study(at).embeddings) == 18
+
+
+def test_a_failed_zip_upload_keeps_the_previous_upload_usable():
+    at = new_app()
+    uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"])).run()
+    assert_ok(at)
+    uploader(at, "zip_").set_value([("photos.zip", badfiles.text_bytes(), "application/zip")])
+    at.run()
+    assert_ok(at)
+    assert values(at.error) == ["photos.zip: not a readable zip archive (File is not a zip file)"]
+    assert values(at.subheader)[0] == "Uploaded folder"
+    run_probe(at)
+    assert any(s.startswith("Accuracy ") for s in values(at.success)), values(at.error)
+    assert len(study(at).embeddings) == 18
+
+
+def test_built_classes_use_the_typed_names():
+    at = new_app()
+    button(at, "Use these classes").click().run()
+    assert_ok(at)
+    assert values(at.warning) == ["Add images to at least two classes first."]
+
+    at.text_input(key="class_name_0").set_value("cats")
+    at.text_input(key="class_name_1").set_value("dogs")
+    for position in (0, 1):
+        images = [
+            (f"IMG_{v}.png", png_bytes(position, v), "image/png") for v in range(4)
+        ]  # same file names in both classes, as phone photos have
+        at.file_uploader(key=f"class_images_{position}").set_value(images)
+    button(at, "Use these classes").click().run()
+    assert_ok(at)
+    assert values(at.subheader)[0] == "Classes built here"
+    assert study(at).dataset.class_names == ["cats", "dogs"]
+    assert preview_lines(at) == ["**cats** · 4 images", "**dogs** · 4 images"]
+    run_probe(at)
+    assert study(at).result.class_names == ["cats", "dogs"]
+
+
+def test_server_folder_outside_the_allowed_roots_is_refused():
+    at = new_app()
+    at.text_input(key="server_path").set_value("/etc")
+    button(at, "Load folder").click().run()
+    assert_ok(at)
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "outside the allowed server folders" in message
+    assert str(DEMO_DIR.resolve()) in message
+    assert study(at).label == shared.DEMO_LABEL
+
+    at.text_input(key="server_path").set_value(str(DEMO_DIR))
+    button(at, "Load folder").click().run()
+    assert_ok(at)
+    assert not at.error
+    assert values(at.subheader)[0] == f"Server folder {DEMO_DIR.resolve()}"
+    assert metrics(at) == {"Images": "144", "Classes": "6", "Skipped files": "0"}
+
+
+def test_server_folder_under_an_operator_root_loads(monkeypatch, tmp_path):
+    root = write_image_folder(tmp_path / "shared-images", {"cats": 3, "dogs": 3})
+    monkeypatch.setenv(ROOTS_ENV, str(root))
+    at = new_app()
+    assert any(f"`{root.resolve()}`" in c for c in values(at.caption))
+    assert at.text_input(key="server_path").value == str(root.resolve())
+    button(at, "Load folder").click().run()
+    assert_ok(at)
+    assert study(at).dataset.class_names == ["cats", "dogs"]
+    assert metrics(at) == {"Images": "6", "Classes": "2", "Skipped files": "0"}
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
+    at = new_app()
+    files = folder_upload(["red", "green", "blue"])
+    files += [
+        ("data/red/broken.jpg", badfiles.corrupt_jpeg_bytes(), "image/jpeg"),
+        ("data/green/notes.jpg", badfiles.text_bytes(), "image/jpeg"),
+        ("data/blue/readme.txt", badfiles.text_bytes(), "text/plain"),
+    ]
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    run_probe(at)
+    assert any(s.startswith("Accuracy ") for s in values(at.success))
+    assert len(study(at).embeddings) == 18
+    warning = " ".join(values(at.warning))
+    assert "red/broken.jpg" in warning and "green/notes.jpg" in warning
+
+    at.run()  # the next rerun (any interaction) lists every skipped file in the preview
+    assert_ok(at)
+    assert metrics(at)["Skipped files"] == "3"
+    assert [e.label for e in at.expander] == ["Skipped files (3)"]
+    table = at.expander[0].dataframe[0].value
+    reasons = {
+        PurePosixPath(path).name: reason
+        for path, reason in zip(table["file"], table["reason"], strict=True)
+    }
+    assert set(reasons) == {"readme.txt", "notes.jpg", "broken.jpg"}
+    assert "unsupported file type" in reasons["readme.txt"]
+    assert "text file" in reasons["notes.jpg"]
+    assert "corrupt" in reasons["broken.jpg"]
+
+
+def test_a_single_class_explains_that_two_are_needed():
+    at = new_app()
+    uploader(at, "browse_").set_value(folder_upload(["red"])).run()
+    assert_ok(at)
+    assert study(at).dataset.class_names == ["red"]
+    assert values(at.error) == ["Only one class (red): a probe needs at least two."]
+
+    run_probe(at)
+    assert not at.success
+    assert len(at.error) == 2
+    assert "at least two classes" in at.error[1].value
+    assert study(at).result is None
+
+
+def test_an_upload_without_images_says_no_images_found():
+    at = new_app()
+    files = [
+        ("data/notes/readme.txt", badfiles.text_bytes(), "text/plain"),
+        ("data/notes/page.html", badfiles.html_bytes(), "text/html"),
+    ]
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    assert values(at.error) == [
+        "No images found. Expected one subfolder per class with images inside."
+    ]
+    assert metrics(at)["Images"] == "0"
+    assert "Run probe" not in [b.label for b in at.button]
+    assert len(at.expander) == 1 and at.expander[0].label.startswith("Skipped files")
+    table = at.expander[0].dataframe[0].value
+    reasons = dict(zip(table["file"], table["reason"], strict=True))
+    for name in ("data/notes/readme.txt", "data/notes/page.html"):
+        assert reasons[name].startswith("unsupported file type")
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def test_two_sessions_keep_separate_datasets_results_and_upload_folders():
+    first, second = new_app(), new_app()
+    uploader(first, "browse_").set_value(folder_upload(["cats", "dogs"], per_class=4)).run()
+    uploader(second, "browse_").set_value(
+        folder_upload(["apples", "pears", "plums"], per_class=4)
+    ).run()
+    run_probe(first)
+    run_probe(second)
+    first.run()  # the other session's run changed nothing here
+
+    assert study(first).result.class_names == ["cats", "dogs"]
+    assert study(second).result.class_names == ["apples", "pears", "plums"]
+    for at, classes in ((first, ["cats", "dogs"]), (second, ["apples", "pears", "plums"])):
+        open_page(at, RESULTS)
+        assert list(at.dataframe[0].value["name"]) == classes
+
+    first_folder = first.session_state["workspace"].path
+    second_folder = second.session_state["workspace"].path
+    assert first_folder != second_folder
+    assert files_under(first_folder) == {
+        f"upload-1/data/{name}/{name}_{v}.png" for name in ("cats", "dogs") for v in range(4)
+    }
+    assert files_under(second_folder) == {
+        f"upload-1/data/{name}/{name}_{v}.png"
+        for name in ("apples", "pears", "plums")
+        for v in range(4)
+    }
