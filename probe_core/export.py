@@ -16,6 +16,15 @@ from .figures import confusion_figure, embedding_figure
 from .probe import ProbeResult
 from .projection import Projection
 
+RUN_OUTPUTS = (
+    "metrics.json",
+    "predictions.csv",
+    "embeddings.parquet",
+    "confusion.html",
+    "umap.html",
+    "skipped.csv",
+)
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -96,17 +105,7 @@ def write_run(
     """Write every output file of a run into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: out / name
-        for name in (
-            "metrics.json",
-            "predictions.csv",
-            "embeddings.parquet",
-            "confusion.html",
-            "umap.html",
-            "skipped.csv",
-        )
-    }
+    paths = {name: out / name for name in RUN_OUTPUTS}
     document = metrics_document(embeddings, result, settings)
     paths["metrics.json"].write_text(json.dumps(document, indent=2, allow_nan=True))
     predictions_table(embeddings, result).to_csv(paths["predictions.csv"], index=False)

@@ -11,17 +11,10 @@ import pandas as pd
 import pytest
 
 from probe_core.cli import main
+from probe_core.export import RUN_OUTPUTS
 from tests import badfiles
 from tests.conftest import write_image_folder
 
-OUTPUTS = (
-    "metrics.json",
-    "predictions.csv",
-    "embeddings.parquet",
-    "confusion.html",
-    "umap.html",
-    "skipped.csv",
-)
 GOOD_PER_CLASS = 8
 
 # Files that cannot be decoded: path -> words its reason must contain (lower-case).
@@ -91,7 +84,7 @@ def test_messy_folder_end_to_end(messy_folder, tmp_path):
     )
 
     assert code == 0
-    for name in OUTPUTS:
+    for name in RUN_OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
 
     # Exactly the good and the awkward-but-valid images were embedded.

@@ -17,18 +17,13 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright import sync_api
 
-from tests.conftest import pattern_image, write_image_folder
+from tests.conftest import pattern_image, streamlit_server, write_image_folder
 
 pytestmark = pytest.mark.browser
 
@@ -43,20 +38,6 @@ LONG = 180_000
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def shot(page, name: str) -> Path:
@@ -127,48 +108,15 @@ def wait_for_plot(page, key: str) -> None:
 @pytest.fixture(scope="session")
 def st_server(tmp_path_factory) -> Iterator[str]:
     """``streamlit run app.py`` on a free local port; yields its base URL."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     work = tmp_path_factory.mktemp("streamlit")
     env = {**os.environ, "PROBE_STUDIO_CACHE_DIR": str(work / "cache")}
     log_path = work / "streamlit.log"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while not _healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"Streamlit did not become healthy:\n{log_path.read_text(errors='replace')}"
-                    )
-                time.sleep(0.25)
+    try:
+        with streamlit_server(log_path, env) as (url, _):
             yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-            ARTIFACTS.mkdir(exist_ok=True)
-            shutil.copyfile(log_path, ARTIFACTS / "streamlit.log")
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(log_path, ARTIFACTS / "streamlit.log")
 
 
 @pytest.fixture

@@ -8,16 +8,8 @@ import pandas as pd
 import pytest
 
 from probe_core.cli import main
+from probe_core.export import RUN_OUTPUTS
 from tests.conftest import DEMO_DIR
-
-OUTPUTS = (
-    "metrics.json",
-    "predictions.csv",
-    "embeddings.parquet",
-    "confusion.html",
-    "umap.html",
-    "skipped.csv",
-)
 
 
 @pytest.mark.slow
@@ -25,7 +17,7 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["run", str(DEMO_DIR), "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
-    for name in OUTPUTS:
+    for name in RUN_OUTPUTS:
         assert (out / name).stat().st_size > 0, name
 
     metrics = json.loads((out / "metrics.json").read_text())

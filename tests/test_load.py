@@ -8,19 +8,15 @@ the sessions end, and prints the figures (kept in the README).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, pattern_image
+from tests.conftest import pattern_image, streamlit_server
 from tests.test_browser import (
     LONG,
     SHORT,
-    _free_port,
-    _healthy,
     accuracy_metric,
     preview_classes,
     wait_for_idle,
@@ -59,38 +55,11 @@ def session_dirs(temp: Path) -> list[Path]:
 def test_four_concurrent_sessions_get_their_own_results(tmp_path, chromium_browser):
     temp = tmp_path / "tmp"
     temp.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "streamlit.log"
     env = {**os.environ, "PROBE_STUDIO_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(temp)}
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.disconnectedSessionTTL",
-        "1",
-    ]
     folders = [session_folder(tmp_path / "data", i) for i in range(SESSIONS)]
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.25)
+    with streamlit_server(log_path, env, ("--server.disconnectedSessionTTL", "1")) as (url, server):
         contexts = [
             chromium_browser.new_context(viewport={"width": 1300, "height": 1000})
             for _ in range(SESSIONS)
@@ -132,9 +101,6 @@ def test_four_concurrent_sessions_get_their_own_results(tmp_path, chromium_brows
         while session_dirs(temp) and time.monotonic() < deadline:
             time.sleep(0.5)
         remaining = session_dirs(temp)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     loads = log_path.read_text().count("loaded encoder")
     print(
         f"\nload test: {SESSIONS} sessions x {3 * IMAGES_PER_CLASS} images, accuracies"
