@@ -8,7 +8,7 @@ import streamlit as st
 from pages import shared
 from pages.components import folder_drop_zone
 from probe_core.dataset import ArchiveError, scan_folder
-from probe_core.encoders import EncoderError, list_encoders
+from probe_core.encoders import EncoderError
 from probe_core.probe import ProbeError
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_folder
 from probe_core.thumbnails import thumbnail
@@ -139,7 +139,10 @@ def preview(current: shared.Study) -> None:
     for name in dataset.class_names:
         members = [item for item in dataset.items if dataset.class_names[item.label] == name]
         st.markdown(f"**{name}** · {counts[name]} images")
-        strip = [image for item in members[:10] if (image := thumbnail(item, 80)) is not None]
+        strip = current.preview_strips.get(name)
+        if strip is None:  # decoded once per dataset, not on every rerun
+            strip = [image for item in members[:10] if (image := thumbnail(item, 80)) is not None]
+            current.preview_strips[name] = strip
         if strip:
             st.image(strip, width=64)
         if counts[name] < 2:
@@ -156,7 +159,7 @@ def preview(current: shared.Study) -> None:
 
 
 def settings_form(current: shared.Study) -> bool:
-    infos = list_encoders()
+    infos = shared.available_encoders()
     names = [info.name for info in infos]
     labels = {
         info.name: f"{info.name}" + (" (needs download)" if info.needs_download else " (offline)")

@@ -14,7 +14,14 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
 from probe_core.embed import Embeddings, extract_embeddings
-from probe_core.encoders import DEFAULT_ENCODER, Encoder, load_encoder, pick_device
+from probe_core.encoders import (
+    DEFAULT_ENCODER,
+    Encoder,
+    EncoderInfo,
+    list_encoders,
+    load_encoder,
+    pick_device,
+)
 from probe_core.probe import LinearProbe, ProbeResult, run_probe
 from probe_core.projection import Projection, project
 from probe_core.roots import DEMO_ROOT
@@ -45,6 +52,7 @@ class Study:
     settings: ProbeSettings = field(default_factory=ProbeSettings)
     projections: dict[tuple, Projection] = field(default_factory=dict)
     thumbnails: dict[int, str] = field(default_factory=dict)
+    preview_strips: dict[str, list] = field(default_factory=dict)
 
 
 def workspace() -> SessionWorkspace:
@@ -124,6 +132,12 @@ def shared_encoder(name: str, device: str = "auto") -> Encoder:
     encoder = load_encoder(name, device=device)
     log.info("loaded encoder %s on %s", encoder.encoder_id, encoder.device)
     return encoder
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def available_encoders() -> list[EncoderInfo]:
+    """The picker's list; whether a model is downloaded is rechecked every few minutes."""
+    return list_encoders()
 
 
 @st.cache_resource

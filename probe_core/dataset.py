@@ -128,6 +128,15 @@ def _unused_reason(parts: tuple[str, ...]) -> str | None:
     return None
 
 
+def _shown(name: str) -> str:
+    """A name from the file system as text, with bytes that are not UTF-8 shown as ``\\xNN``.
+
+    Python decodes such bytes to lone surrogates, which no UTF-8 writer (Parquet, CSV,
+    the browser) accepts; the file itself is still read through its real path.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _strip_wrapper_folders(relpaths: list[tuple[str, ...]]) -> int:
     """How many leading folders all images share above the class folders (e.g. 'data/')."""
     depth = 0
@@ -187,23 +196,23 @@ def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
     folders: list[tuple[str, ...]] = []
 
     def on_error(error: OSError) -> None:
-        relative = os.path.relpath(error.filename or str(root_path), root_path)
+        relative = _shown(os.path.relpath(error.filename or str(root_path), root_path))
         skipped.append(SkippedItem(relative, f"cannot be read: {error.strerror or error}"))
 
     for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
         relative_dir = Path(dirpath).relative_to(root_path)
         for dirname in dirnames:
-            relative = (relative_dir / dirname).as_posix() + "/"
+            relative = _shown((relative_dir / dirname).as_posix()) + "/"
             if _is_hidden(dirname):
                 skipped.append(SkippedItem(relative, "hidden or system folder is not scanned"))
             elif os.path.islink(os.path.join(dirpath, dirname)):
                 skipped.append(SkippedItem(relative, "symlinked folder is not followed"))
             else:
-                folders.append((*relative_dir.parts, dirname))
+                folders.append(tuple(map(_shown, (*relative_dir.parts, dirname))))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
-            parts = full.relative_to(root_path).parts
+            parts = tuple(map(_shown, full.relative_to(root_path).parts))
             reason = None if _is_hidden(filename) else _file_problem(full, real_root)
             if reason:
                 skipped.append(SkippedItem("/".join(parts), reason))
