@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import socket
 from collections.abc import Callable
@@ -251,6 +252,11 @@ def _build_open_clip(spec: str) -> tuple[nn.Module, Callable, int, str]:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=pretrained
             )
+    except pickle.UnpicklingError as error:
+        raise EncoderError(
+            f"refusing checkpoint {checkpoint}: it is not a plain weights file (it would run"
+            f" pickled code, and checkpoints are only loaded with weights_only=True): {error}"
+        ) from error
     except RuntimeError as error:
         if not (tag and "download" in str(error).lower()):
             raise

@@ -95,15 +95,16 @@ def test_open_clip_local_checkpoint_round_trips_to_identical_embeddings(tmp_path
     np.testing.assert_allclose(embedded.vectors, np.stack(expected), atol=1e-5)
 
 
-def test_pickle_checkpoint_with_code_is_refused(tmp_path):
+def test_pickle_checkpoint_with_code_is_refused(tmp_path, capsys):
     class Payload:
         def __reduce__(self):
             return (print, ("pwned",))
 
     checkpoint = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload()}, checkpoint)
-    with pytest.raises(Exception, match=r"(?i)weights only|unsupported global|weights_only"):
+    with pytest.raises(EncoderError, match=r"refusing checkpoint .*evil\.pt.*weights_only=True"):
         load_encoder(f"open_clip:ViT-B-32@{checkpoint}", device="cpu")
+    assert "pwned" not in capsys.readouterr().out  # the payload never ran
 
 
 def test_offline_download_gives_a_clear_message_naming_the_bundled_encoder(monkeypatch):
