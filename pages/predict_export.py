@@ -9,28 +9,59 @@ import plotly.express as px
 import streamlit as st
 
 from pages import shared
+from probe_core.encoders import EncoderError
 from probe_core.export import (
-    ProbeWeights,
+    ProbeFileError,
     embeddings_table,
     predictions_table,
     probe_to_json,
     probe_to_safetensors,
+    read_probe_file,
 )
-from probe_core.predict import predict_images
+from probe_core.predict import ProbeMismatchError, predict_images
+from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
 
 
-def predict(current: shared.Study) -> None:
+def probe_to_use(current: shared.Study | None) -> ProbeWeights | None:
+    """The probe fitted in this session, or one loaded from a saved file."""
+    saved = st.file_uploader(
+        "…or use a saved probe (.safetensors or .json exported here)",
+        type=["safetensors", "json"],
+        key="saved_probe",
+    )
+    if saved is not None:
+        try:
+            weights = read_probe_file(saved.getvalue())
+        except ProbeFileError as error:
+            st.error(f"{saved.name}: {error}")
+            return None
+        st.caption(
+            f"Saved probe: {len(weights.class_names)} classes, encoder `{weights.encoder_id}`."
+        )
+        return weights
+    if current is None or current.result is None:
+        return None  # the page explains below how to get results
+    settings = current.settings
+    return ProbeWeights.from_result(current.result, current.embeddings.encoder_id, settings.encoder)
+
+
+def predict(current: shared.Study | None) -> None:
     st.subheader("Predict new images")
+    weights = probe_to_use(current)
     uploads = st.file_uploader(
         "Drop new images", type=shared.IMAGE_TYPES, accept_multiple_files=True, key="predict_images"
     )
-    if not uploads:
+    if weights is None or not uploads:
         return
-    encoder = shared.shared_encoder(current.settings.encoder)
-    predictions, skipped = predict_images(
-        [(upload.name, upload.getvalue()) for upload in uploads], encoder, current.result
-    )
+    try:
+        encoder = shared.shared_encoder(weights.encoder_name or shared.DEFAULT_ENCODER)
+        predictions, skipped = predict_images(
+            [(upload.name, upload.getvalue()) for upload in uploads], encoder, weights
+        )
+    except (EncoderError, ProbeMismatchError) as error:
+        st.error(str(error))
+        return
     for item in skipped:
         st.warning(f"{item.path}: {item.reason}")
     for prediction, upload in zip(
@@ -57,7 +88,7 @@ def predict(current: shared.Study) -> None:
 def downloads(current: shared.Study) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
-    weights = ProbeWeights.from_result(result, embeddings.encoder_id)
+    weights = ProbeWeights.from_result(result, embeddings.encoder_id, current.settings.encoder)
     parquet = io.BytesIO()
     embeddings_table(embeddings).to_parquet(parquet, index=False)
     columns = st.columns(3)
@@ -98,9 +129,9 @@ def downloads(current: shared.Study) -> None:
     )
 
 
+st.title("Predict and export")
+predict(shared.study())
+st.divider()
 current = shared.require_results()
 if current is not None:
-    st.title("Predict and export")
-    predict(current)
-    st.divider()
     downloads(current)

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from .dataset import SkippedItem
 from .embed import Embeddings
 from .figures import confusion_figure, embedding_figure
-from .probe import ProbeResult
+from .probe import ProbeResult, ProbeWeights
 from .projection import Projection
 
 RUN_OUTPUTS = (
@@ -116,37 +116,6 @@ def write_run(
     return list(paths.values())
 
 
-@dataclass(frozen=True)
-class ProbeWeights:
-    """A fitted probe as plain arrays: what the export files hold (never pickle)."""
-
-    coef: np.ndarray  # (n_classes, dim); binary probes are stored as two symmetric rows
-    intercept: np.ndarray  # (n_classes,)
-    class_names: list[str]
-    encoder_id: str
-    chosen_c: float
-
-    @classmethod
-    def from_result(cls, result: ProbeResult, encoder_id: str) -> ProbeWeights:
-        coef, intercept = result.probe.coef_, result.probe.intercept_
-        if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes
-            coef = np.vstack([-coef, coef]) / 2
-            intercept = np.array([-intercept[0], intercept[0]]) / 2
-        return cls(
-            np.ascontiguousarray(coef, dtype=np.float32),  # scikit-learn's coef_ may be F-order
-            np.ascontiguousarray(intercept, dtype=np.float32),
-            list(result.class_names),
-            encoder_id,
-            float(result.chosen_c),
-        )
-
-    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
-        logits = vectors @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        weights = np.exp(logits)
-        return weights / weights.sum(axis=1, keepdims=True)
-
-
 def probe_to_safetensors(weights: ProbeWeights) -> bytes:
     from safetensors.numpy import save
 
@@ -154,6 +123,7 @@ def probe_to_safetensors(weights: ProbeWeights) -> bytes:
         "format": "probe-studio-linear-probe/1",
         "class_names": json.dumps(weights.class_names),
         "encoder_id": weights.encoder_id,
+        "encoder_name": weights.encoder_name,
         "chosen_c": repr(weights.chosen_c),
     }
     return save({"coef": weights.coef, "intercept": weights.intercept}, metadata=metadata)
@@ -164,6 +134,7 @@ def probe_to_json(weights: ProbeWeights) -> str:
         {
             "format": "probe-studio-linear-probe/1",
             "encoder_id": weights.encoder_id,
+            "encoder_name": weights.encoder_name,
             "class_names": weights.class_names,
             "chosen_c": weights.chosen_c,
             "coef": weights.coef.tolist(),
@@ -187,6 +158,7 @@ def read_probe_file(data: bytes) -> ProbeWeights:
                 [str(name) for name in document["class_names"]],
                 str(document["encoder_id"]),
                 float(document["chosen_c"]),
+                str(document.get("encoder_name", "")),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ProbeFileError(f"not a probe JSON export: {error}") from error
@@ -202,6 +174,7 @@ def read_probe_file(data: bytes) -> ProbeWeights:
                 json.loads(metadata["class_names"]),
                 metadata["encoder_id"],
                 float(metadata["chosen_c"]),
+                metadata.get("encoder_name", ""),
             )
         except Exception as error:  # safetensors raises its own error types
             raise ProbeFileError(

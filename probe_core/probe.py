@@ -266,3 +266,38 @@ def run_probe(
         excluded_classes=excluded,
         messages=messages,
     )
+
+
+@dataclass(frozen=True)
+class ProbeWeights:
+    """A fitted probe as plain arrays: what the export files hold (never pickle)."""
+
+    coef: np.ndarray  # (n_classes, dim); binary probes are stored as two symmetric rows
+    intercept: np.ndarray  # (n_classes,)
+    class_names: list[str]
+    encoder_id: str
+    chosen_c: float
+    encoder_name: str = ""  # the name load_encoder takes, to embed new images the same way
+
+    @classmethod
+    def from_result(
+        cls, result: ProbeResult, encoder_id: str, encoder_name: str = ""
+    ) -> ProbeWeights:
+        coef, intercept = result.probe.coef_, result.probe.intercept_
+        if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes
+            coef = np.vstack([-coef, coef]) / 2
+            intercept = np.array([-intercept[0], intercept[0]]) / 2
+        return cls(
+            np.ascontiguousarray(coef, dtype=np.float32),  # scikit-learn's coef_ may be F-order
+            np.ascontiguousarray(intercept, dtype=np.float32),
+            list(result.class_names),
+            encoder_id,
+            float(result.chosen_c),
+            encoder_name,
+        )
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        logits = vectors @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)

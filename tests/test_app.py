@@ -636,3 +636,38 @@ def test_two_sessions_keep_separate_datasets_results_and_upload_folders():
         for name in ("apples", "pears", "plums")
         for v in range(4)
     }
+
+
+def test_a_saved_probe_predicts_new_images_without_a_run(encoder, tmp_path):
+    """Predict & export accepts a probe file exported earlier (JSON here), no pickle involved."""
+    from probe_core.dataset import scan_folder
+    from probe_core.embed import extract_embeddings
+    from probe_core.export import probe_to_json
+    from probe_core.probe import ProbeWeights, run_probe
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "colours", {"red": 6, "green": 6, "blue": 6})
+    result = run_probe(extract_embeddings(scan_folder(folder), encoder, num_workers=0), seed=0)
+    good = ProbeWeights.from_result(result, encoder.encoder_id, encoder.name)
+    image = (folder / "green" / "green_000.png").read_bytes()
+
+    at = open_page(new_app(), PREDICT)
+    at.file_uploader(key="saved_probe").set_value(
+        [("probe.json", probe_to_json(good).encode(), "application/json")]
+    ).run()
+    at.file_uploader(key="predict_images").set_value([("mystery.png", image, "image/png")]).run()
+    assert_ok(at)
+    assert "mystery.png: **green**" in values(at.caption)
+
+    foreign = ProbeWeights.from_result(result, "open_clip:ViT-B-32/openai", encoder.name)
+    at.file_uploader(key="saved_probe").set_value(
+        [("other.json", probe_to_json(foreign).encode(), "application/json")]
+    ).run()
+    assert_ok(at)
+    assert any("fitted on embeddings of open_clip:ViT-B-32/openai" in e for e in values(at.error))
+
+    at.file_uploader(key="saved_probe").set_value(
+        [("evil.json", b"\x80\x04 not a probe", "application/json")]
+    ).run()
+    assert_ok(at)
+    assert any(e.startswith("evil.json: not a probe") for e in values(at.error))

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from probe_core.dataset import scan_folder
+from probe_core.dataset import scan_blobs, scan_folder
 from probe_core.embed import extract_embeddings
 from probe_core.export import (
     ProbeFileError,
@@ -19,7 +19,7 @@ from probe_core.export import (
     probe_to_safetensors,
     read_probe_file,
 )
-from probe_core.predict import predict_images
+from probe_core.predict import ProbeMismatchError, predict_images
 from probe_core.probe import run_probe
 from probe_core.projection import project
 from probe_core.report import html_report
@@ -31,12 +31,12 @@ from tests.test_probe import clustered_embeddings
 def test_exported_probe_reproduces_the_fitted_probabilities(counts):
     embeddings = clustered_embeddings(counts)
     result = run_probe(embeddings, seed=0)
-    weights = ProbeWeights.from_result(result, "enc-id")
+    weights = ProbeWeights.from_result(result, "enc-id", "enc")
     expected = result.probe.predict_proba(embeddings.vectors)
     for data in (probe_to_safetensors(weights), probe_to_json(weights).encode()):
         loaded = read_probe_file(data)
         assert loaded.class_names == result.class_names and loaded.encoder_id == "enc-id"
-        assert loaded.chosen_c == result.chosen_c
+        assert loaded.chosen_c == result.chosen_c and loaded.encoder_name == "enc"
         np.testing.assert_allclose(loaded.predict_proba(embeddings.vectors), expected, atol=1e-4)
 
 
@@ -63,13 +63,26 @@ def test_new_images_are_embedded_like_training_images_and_predicted(encoder, ima
     result = run_probe(embeddings, seed=0)
     new = io.BytesIO()
     pattern_image(0, 500).save(new, "PNG")  # class 0 of write_image_folder is "red"
+    weights = ProbeWeights.from_result(result, encoder.encoder_id, encoder.name)
     predictions, skipped = predict_images(
-        [("new.png", new.getvalue()), ("broken.png", b"not an image")], encoder, result
+        [("new.png", new.getvalue()), ("broken.png", b"not an image")], encoder, weights
     )
     assert [p.name for p in predictions] == ["new.png"]
     assert predictions[0].predicted == "red"
     np.testing.assert_allclose(predictions[0].probabilities.sum(), 1.0)
     assert skipped[0].path == "broken.png" and "not an image" in skipped[0].reason
+    np.testing.assert_allclose(
+        predictions[0].probabilities,
+        result.probe.predict_proba(
+            extract_embeddings(
+                scan_blobs([("x/new.png", new.getvalue())]), encoder, num_workers=0
+            ).vectors
+        )[0],
+        atol=1e-4,
+    )
+    foreign = ProbeWeights.from_result(result, "open_clip:ViT-B-32/openai")
+    with pytest.raises(ProbeMismatchError, match="fitted on embeddings of open_clip"):
+        predict_images([("new.png", new.getvalue())], encoder, foreign)
 
 
 def test_html_report_is_standalone():
