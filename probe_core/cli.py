@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         "--test-size", type=float, default=0.25, help="held-out fraction (default 0.25)"
     )
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument(
+        "--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on MPS, 16 on CPU"
+    )
     run.add_argument("--workers", type=int, default=None, help="image-decoding worker processes")
     run.add_argument("--projection", choices=("umap", "pca"), default="umap")
     run.add_argument("--cache-dir", default=None, help="embedding cache folder")
