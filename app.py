@@ -2,6 +2,10 @@
 
 import streamlit as st
 
+from probe_core.allocator import keep_freed_memory_for_reuse
+
+keep_freed_memory_for_reuse()
+
 st.set_page_config(page_title="Probe Studio", page_icon=":material/biotech:", layout="wide")
 
 navigation = st.navigation(

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory_for_reuse
 from .cache import EmbeddingCache
 from .dataset import ArchiveError, scan
 from .embed import extract_embeddings
@@ -134,6 +135,7 @@ def _encoders() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory_for_reuse()
     try:
         if args.command == "encoders":
             return _encoders()

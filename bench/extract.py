@@ -1,0 +1,544 @@
+"""Extraction benchmark, run on demand (not a test): how fast is files -> embeddings -> probe?
+
+For one image folder and one encoder, in one process, it prints:
+
+1. images/s of the full pipeline (``extract_embeddings``, ``cache=None``);
+2. images/s of the encoder forward alone on pre-decoded, pre-preprocessed tensors
+   (same batches, ``torch.inference_mode()``, ``encoder.encode`` + normalisation),
+   and the ratio pipeline / forward;
+3. ``extract_embeddings`` with an empty ``EmbeddingCache`` (cold), then again (warm);
+4. probe fit time with the C sweep (``run_probe``'s default ``LinearProbe``) and with a
+   fixed ``LinearProbe(C=1.0)``;
+5. UMAP time for the first fit (numba JIT) and the second fit in this process, and PCA.
+
+Usage::
+
+    python bench/extract.py                       # assets/demo, bundled encoder
+    python bench/extract.py --repeat 4 --workers-sweep
+    python bench/extract.py --folder ~/photos --encoder open_clip:ViT-B-32/openai --device cuda
+
+``--repeat N`` keeps N copies of the folder's images in memory. Every copy after the
+first is made unique, so that neither the cache nor the dedup in ``extract_embeddings``
+collapses them: a PNG gets one pixel changed and a text chunk naming the copy (its
+embedding differs slightly, like a real near-duplicate); other formats get a few trailing
+bytes after the image data (decoders ignore them; the embedding is identical).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image, PngImagePlugin
+
+from probe_core.allocator import keep_freed_memory_for_reuse
+from probe_core.cache import EmbeddingCache, content_digest
+from probe_core.dataset import ImageDataset, ImageItem, scan
+from probe_core.embed import (
+    Embeddings,
+    default_batch_size,
+    default_num_workers,
+    extract_embeddings,
+)
+from probe_core.encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from probe_core.images import load_image
+from probe_core.probe import LinearProbe, run_probe
+from probe_core.projection import project
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
+SWEEP_WORKERS = (0, 1, 2, 4)
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def unique_copy(data: bytes, copy: int) -> bytes:
+    """The same image as ``data``, with bytes (and for PNG one pixel) that depend on ``copy``."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        is_png = image.format == "PNG"
+    except Exception:
+        is_png = False
+    if not is_png:
+        return data + f"\nprobe-studio-bench-copy={copy}\n".encode()
+    image.load()
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA")
+    pixels = np.array(image)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    colour = pixels.shape[2] - (1 if image.mode.endswith("A") else 0)
+    # The most opaque pixel, so that compositing on white cannot hide the change.
+    alpha = pixels[:, :, -1] if image.mode.endswith("A") else np.zeros(pixels.shape[:2])
+    row, col = np.unravel_index(int(np.argmax(alpha)), alpha.shape)
+    pixels[row, col, :colour] = (pixels[row, col, :colour].astype(int) + copy) % 256
+    tweaked = Image.fromarray(pixels.squeeze(2) if pixels.shape[2] == 1 else pixels, image.mode)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("probe-studio-bench-copy", str(copy))
+    out = io.BytesIO()
+    tweaked.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def build_dataset(folder: str, repeat: int) -> ImageDataset:
+    """The scanned folder as is (repeat 1), or ``repeat`` unique in-memory copies of it."""
+    dataset = scan(folder)
+    if repeat <= 1:
+        return dataset
+    items: list[ImageItem] = []
+    for copy in range(repeat):
+        for item in dataset.items:
+            data = item.read_bytes()
+            source = data if copy == 0 else unique_copy(data, copy)
+            items.append(ImageItem(f"copy{copy}/{item.path}", source, item.label))
+    digests = {content_digest(item.read_bytes()) for item in items}
+    if len(digests) != len(items):
+        print(f"note: {len(items) - len(digests)} repeated items share bytes (dedup applies)")
+    return ImageDataset(items, list(dataset.class_names), list(dataset.skipped), dataset.root)
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class PipelineRun:
+    seconds: float
+    n_images: int
+    embeddings: Embeddings
+    batch_times: list[float] = field(default_factory=list)  # seconds since start, per batch
+    batch_done: list[int] = field(default_factory=list)  # images done after each batch
+
+    @property
+    def rate(self) -> float:
+        return self.n_images / self.seconds
+
+    @property
+    def first_batch(self) -> float:
+        return self.batch_times[0] if self.batch_times else float("nan")
+
+    @property
+    def steady_rate(self) -> float:
+        """images/s from the end of the first batch to the end of the last."""
+        if len(self.batch_times) < 2:
+            return float("nan")
+        span = self.batch_times[-1] - self.batch_times[0]
+        return (self.batch_done[-1] - self.batch_done[0]) / span
+
+
+def time_pipeline(
+    dataset: ImageDataset,
+    encoder: Encoder,
+    batch_size: int,
+    workers: int,
+    cache: EmbeddingCache | None = None,
+) -> PipelineRun:
+    times: list[float] = []
+    done: list[int] = []
+    started = time.perf_counter()
+
+    def progress(n_done: int, _total: int, _rate: float) -> None:
+        times.append(time.perf_counter() - started)
+        done.append(n_done)
+
+    embeddings = extract_embeddings(
+        dataset,
+        encoder,
+        batch_size=batch_size,
+        num_workers=workers,
+        cache=cache,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    return PipelineRun(seconds, len(dataset), embeddings, times, done)
+
+
+def median_run(runs: list[PipelineRun]) -> PipelineRun:
+    return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+@dataclass
+class Predecoded:
+    batches: list[torch.Tensor]
+    read_digest_s: float
+    decode_s: float
+    preprocess_s: float
+
+
+def predecode(dataset: ImageDataset, encoder: Encoder, batch_size: int) -> Predecoded:
+    """Decode and preprocess every image in this process, timing each step."""
+    read_digest = decode = preprocess = 0.0
+    tensors = []
+    for item in dataset.items:
+        t0 = time.perf_counter()
+        data = item.read_bytes()
+        content_digest(data)
+        t1 = time.perf_counter()
+        image = load_image(data)
+        t2 = time.perf_counter()
+        tensors.append(encoder.preprocess(image))
+        t3 = time.perf_counter()
+        read_digest += t1 - t0
+        decode += t2 - t1
+        preprocess += t3 - t2
+    batches = [
+        torch.stack(tensors[start : start + batch_size])
+        for start in range(0, len(tensors), batch_size)
+    ]
+    return Predecoded(batches, read_digest, decode, preprocess)
+
+
+def forward(encoder: Encoder, batch: torch.Tensor) -> torch.Tensor:
+    features = encoder.encode(batch)
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+@dataclass
+class ForwardRun:
+    seconds: float
+    batch_seconds: list[float]
+    vectors: np.ndarray
+    user_s: float = float("nan")  # CPU time of this process during the run
+    system_s: float = float("nan")  # kernel time: page faults of fresh allocations show here
+
+
+def own_times() -> tuple[float, float]:
+    if resource is None:
+        return float("nan"), float("nan")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def time_forward(encoder: Encoder, batches: list[torch.Tensor]) -> ForwardRun:
+    outputs, batch_seconds = [], []
+    user, system = own_times()
+    with torch.inference_mode():
+        sync(encoder.device)
+        started = last = time.perf_counter()
+        for batch in batches:
+            outputs.append(forward(encoder, batch))
+            sync(encoder.device)
+            now = time.perf_counter()
+            batch_seconds.append(now - last)
+            last = now
+        seconds = time.perf_counter() - started
+    user_after, system_after = own_times()
+    vectors = torch.cat(outputs).cpu().numpy()
+    return ForwardRun(seconds, batch_seconds, vectors, user_after - user, system_after - system)
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def row(label: str, seconds: float | None = None, rate: float | None = None, note: str = "") -> str:
+    secs = "" if seconds is None else f"{seconds:9.3f}"
+    per_s = "" if rate is None else f"{rate:10.1f}"
+    return f"{label:<44}{secs:>9}{per_s:>11}  {note}".rstrip()
+
+
+def spread(runs: list[float]) -> str:
+    if len(runs) < 2:
+        return ""
+    return f" [median of {len(runs)}: {min(runs):.2f}-{max(runs):.2f} s]"
+
+
+def machine_line(encoder: Encoder) -> str:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    allocator = " ".join(
+        f"{name}={value}"
+        for name, value in sorted(os.environ.items())
+        if name.startswith("MALLOC_") or name == "LD_PRELOAD"
+    )
+    gpu = ""
+    if encoder.device.type == "cuda":
+        gpu = f" ({torch.cuda.get_device_name(encoder.device)})"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"machine: {platform.system()} {platform.machine()}, {cpus} CPUs ({usable} usable),"
+        f" load average {load},"
+        f" python {platform.python_version()}, torch {torch.__version__},"
+        f" device {encoder.device}{gpu}, torch threads {torch.get_num_threads()},"
+        f" numpy {np.__version__}, Pillow {PIL.__version__}"
+        + (f", {allocator}" if allocator else "")
+    )
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """(busy core-seconds of the whole machine, of this process and its reaped children)."""
+    if resource is None:
+        return None
+    try:
+        with open("/proc/stat") as handle:  # Linux
+            fields = [int(value) for value in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal
+    machine = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    return machine, own
+
+
+def other_processes_cpu_seconds(at_start: tuple[float, float] | None) -> float | None:
+    now = cpu_seconds()
+    if at_start is None or now is None:
+        return None
+    return max(0.0, (now[0] - at_start[0]) - (now[1] - at_start[1]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", default=str(REPO / "assets" / "demo"))
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: the library's per-device default"
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (the CLI and the app raise them)",
+    )
+    parser.add_argument("--workers", type=int, default=default_num_workers())
+    parser.add_argument("--repeat", type=int, default=1, help="copies of the images, in memory")
+    parser.add_argument(
+        "--workers-sweep",
+        action="store_true",
+        help=f"also time the pipeline with workers in {', '.join(map(str, SWEEP_WORKERS))}",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="time pipeline and forward pass N times, report the median (use odd N)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    trials = max(1, args.trials)
+    total_started = time.perf_counter()
+    cpu_at_start = cpu_seconds()
+
+    tuned = False if args.default_allocator else keep_freed_memory_for_reuse()
+    load_s, encoder = timed(lambda: load_encoder(args.encoder, device=args.device))
+    assert isinstance(encoder, Encoder)
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(encoder.device)
+    dataset = build_dataset(args.folder, args.repeat)
+    n = len(dataset)
+    if n == 0:
+        print(f"no images in {args.folder}", file=sys.stderr)
+        return 1
+    where = "in memory" if args.repeat > 1 else "files"
+    print(machine_line(encoder))
+    print(
+        f"data: {args.folder} x{args.repeat} = {n} images ({where}), {len(dataset.class_names)}"
+        f" classes; encoder {encoder.encoder_id} ({encoder.dim}-d, {encoder.dtype});"
+        f" batch {args.batch_size}; workers {args.workers}"
+        f" (default_num_workers() = {default_num_workers()});"
+        f" glibc malloc thresholds raised: {tuned}"
+    )
+    if n <= args.batch_size:
+        print("note: n <= batch size, so extract_embeddings runs without worker processes")
+
+    pre = predecode(dataset, encoder, args.batch_size)
+    with torch.inference_mode():  # warm-up: one batch, before anything is timed
+        forward(encoder, pre.batches[0])
+        sync(encoder.device)
+
+    # Interleaved, so that a busy spell on the machine hits both alike.
+    pipeline_runs: list[PipelineRun] = []
+    forward_runs: list[ForwardRun] = []
+    for _ in range(trials):
+        pipeline_runs.append(time_pipeline(dataset, encoder, args.batch_size, args.workers))
+        forward_runs.append(time_forward(encoder, pre.batches))
+    pipeline = median_run(pipeline_runs)
+    forward_s = statistics.median(run.seconds for run in forward_runs)
+    forward_rate = n / forward_s
+    first_forward = statistics.median(run.batch_seconds[0] for run in forward_runs)
+    max_diff = float(np.abs(pipeline.embeddings.vectors - forward_runs[0].vectors).max())
+
+    with tempfile.TemporaryDirectory(prefix="probe-bench-cache-") as folder:
+        cache = EmbeddingCache(folder)
+        cold = time_pipeline(dataset, encoder, args.batch_size, args.workers, cache)
+        warm = time_pipeline(dataset, encoder, args.batch_size, args.workers, cache)
+    cache_same = np.array_equal(cold.embeddings.vectors, warm.embeddings.vectors)
+
+    embeddings = pipeline.embeddings
+    sweep_s, sweep_result = timed(lambda: run_probe(embeddings))
+    train = sweep_result.split.train
+    X, y = embeddings.vectors[train], embeddings.labels[train]
+    sweep_fit_s, _ = timed(lambda: LinearProbe(seed=0).fit(X, y))
+    fixed_s, fixed_result = timed(lambda: run_probe(embeddings, probe=LinearProbe(C=1.0)))
+    fixed_fit_s, _ = timed(lambda: LinearProbe(C=1.0).fit(X, y))
+
+    import_s, _ = timed(lambda: __import__("umap"))
+    umap_first_s, _ = timed(lambda: project(embeddings.vectors, method="umap"))
+    umap_second_s, _ = timed(lambda: project(embeddings.vectors, method="umap"))
+    pca_s, _ = timed(lambda: project(embeddings.vectors, method="pca"))
+
+    print()
+    print(f"{'stage':<44}{'seconds':>9}{'images/s':>11}  note")
+    print(row("load encoder", load_s))
+    print(row("1 process: read + sha256", pre.read_digest_s, n / pre.read_digest_s))
+    print(row("1 process: decode (load_image)", pre.decode_s, n / pre.decode_s))
+    print(row("1 process: preprocess", pre.preprocess_s, n / pre.preprocess_s))
+    print(
+        row(
+            "forward alone (encode + normalise)",
+            forward_s,
+            forward_rate,
+            f"{len(pre.batches)} batches, CPU user {forward_runs[-1].user_s:.1f} s"
+            f" + system {forward_runs[-1].system_s:.1f} s"
+            f"{spread([run.seconds for run in forward_runs])}",
+        )
+    )
+    print(
+        row(
+            f"pipeline, cache=None, workers={args.workers}",
+            pipeline.seconds,
+            pipeline.rate,
+            f"pipeline/forward = {pipeline.rate / forward_rate:.2f}"
+            f"{spread([r.seconds for r in pipeline_runs])}",
+        )
+    )
+    print(
+        row(
+            "  first batch done after",
+            pipeline.first_batch,
+            None,
+            f"its forward alone takes {first_forward:.3f} s",
+        )
+    )
+    print(
+        row(
+            "  steady state (after the first batch)",
+            None,
+            pipeline.steady_rate,
+            f"steady/forward = {pipeline.steady_rate / forward_rate:.2f}",
+        )
+    )
+    print(
+        row(
+            "cache cold (empty EmbeddingCache)",
+            cold.seconds,
+            cold.rate,
+            f"computed {cold.embeddings.n_computed}, from cache {cold.embeddings.n_from_cache}",
+        )
+    )
+    print(
+        row(
+            "cache warm",
+            warm.seconds,
+            warm.rate,
+            f"computed {warm.embeddings.n_computed}, from cache {warm.embeddings.n_from_cache},"
+            f" {cold.seconds / warm.seconds:.0f}x faster",
+        )
+    )
+    n_grid = len(sweep_result.sweep.c_values)
+    print(
+        row(
+            f"probe: run_probe, C sweep ({n_grid} C)",
+            sweep_s,
+            None,
+            f"{sweep_result.sweep.method}, C={sweep_result.chosen_c:.3g},"
+            f" acc {sweep_result.metrics.accuracy.value:.3f}",
+        )
+    )
+    print(
+        row(
+            "  LinearProbe().fit alone, same split",
+            sweep_fit_s,
+            None,
+            f"{len(train)} x {X.shape[1]}",
+        )
+    )
+    print(
+        row(
+            "probe: run_probe, LinearProbe(C=1.0)",
+            fixed_s,
+            None,
+            f"acc {fixed_result.metrics.accuracy.value:.3f}",
+        )
+    )
+    print(row("  LinearProbe(C=1.0).fit alone, same split", fixed_fit_s))
+    print(row("umap: import", import_s))
+    print(row("umap: first fit (numba JIT / cache load)", umap_first_s, None, f"{n} points"))
+    print(row("umap: second fit", umap_second_s))
+    print(row("pca", pca_s))
+    print(
+        f"checks: pipeline vs forward max |diff| {max_diff:.2e}; warm cache == cold: {cache_same}"
+    )
+
+    if args.workers_sweep:
+        print()
+        print(
+            f"{'workers':<10}{'seconds':>9}{'images/s':>11}{'vs forward':>12}"
+            f"{'first batch':>13}{'steady/s':>10}"
+        )
+        sweep: dict[int, list[PipelineRun]] = {workers: [] for workers in SWEEP_WORKERS}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            for _ in range(trials):  # round-robin, so that a busy spell hits all alike
+                for workers in SWEEP_WORKERS:
+                    run = time_pipeline(dataset, encoder, args.batch_size, workers)
+                    sweep[workers].append(run)
+        for workers, runs in sweep.items():
+            run = median_run(runs)
+            mark = "*" if workers == default_num_workers() else ""
+            print(
+                f"{f'{workers}{mark}':<10}{run.seconds:9.3f}{run.rate:11.1f}"
+                f"{run.rate / forward_rate:12.2f}{run.first_batch:13.3f}{run.steady_rate:10.1f}"
+                f"{spread([r.seconds for r in runs])}"
+            )
+        print("* = default_num_workers()")
+    wall = time.perf_counter() - total_started
+    print(f"\ntotal benchmark time {wall:.1f} s")
+    others = other_processes_cpu_seconds(cpu_at_start)
+    if others is not None:
+        share = others / (wall * (os.cpu_count() or 1))
+        print(
+            f"CPU used by other processes meanwhile: {others:.1f} core-s"
+            f" ({share:.0%} of the machine)"
+            + (" - figures are pessimistic, run again on a quiet machine" if share > 0.1 else "")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
