@@ -21,21 +21,13 @@ from streamlit.testing.v1 import AppTest
 
 from pages import shared
 from probe_core.cli import main
+from probe_core.export import RUN_OUTPUTS
 from probe_core.roots import ROOTS_ENV
 from tests import badfiles
 from tests.corpus.build_corpus import KIND_NAMES, Manifest, build_corpus, build_empty_root
+from tests.test_app import assert_ok, button, new_app
 
-REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 180  # seconds per app script run: the first one loads the encoder
 MIN_KINDS = 25
-OUTPUTS = (
-    "metrics.json",
-    "predictions.csv",
-    "embeddings.parquet",
-    "confusion.html",
-    "umap.html",
-    "skipped.csv",
-)
 
 pytestmark = [
     pytest.mark.slow,
@@ -120,23 +112,6 @@ def app_env(tmp_path_factory):
         shared.embedding_cache.clear()
 
 
-def new_app() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert_ok(at)
-    return at
-
-
-def assert_ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def button(at: AppTest, label: str):
-    found = [b for b in at.button if b.label == label]
-    assert len(found) == 1, [b.label for b in at.button]
-    return found[0]
-
-
 def load_server_folder(at: AppTest, folder: Path) -> AppTest:
     """Type a folder into the "Server folder" tab and press "Load folder"."""
     at.text_input(key="server_path").set_value(str(folder))
@@ -210,7 +185,7 @@ def test_the_corpus_has_at_least_25_kinds_and_no_committed_binaries(corpus):
 
 def test_cli_finishes_and_writes_every_output(cli_run):
     assert cli_run.ran.code == 0, cli_run.ran.stderr
-    for name in OUTPUTS:
+    for name in RUN_OUTPUTS:
         assert (cli_run.out / name).is_file() and (cli_run.out / name).stat().st_size > 0, name
 
 
