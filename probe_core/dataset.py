@@ -93,19 +93,6 @@ class ImageDataset:
             counts[self.class_names[item.label]] += 1
         return counts
 
-    def subset(self, indices: Iterable[int]) -> ImageDataset:
-        """The same classes, only the chosen items (in the given order)."""
-        return ImageDataset(
-            items=[self.items[i] for i in indices],
-            class_names=list(self.class_names),
-            skipped=list(self.skipped),
-            root=self.root,
-        )
-
-
-def is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
-
 
 def _is_hidden(part: str) -> bool:
     return part.startswith(".") or part in JUNK_NAMES

@@ -49,17 +49,6 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> Embeddings:
-        index = np.asarray(indices, dtype=np.int64)
-        return Embeddings(
-            vectors=self.vectors[index],
-            labels=self.labels[index],
-            paths=[self.paths[i] for i in index],
-            class_names=list(self.class_names),
-            encoder_id=self.encoder_id,
-            skipped=list(self.skipped),
-        )
-
 
 # On CPUs, big batches are slower: glibc hands large activation buffers back to the
 # kernel after every batch and page faults dominate (bench/extract.py: EfficientNet-Lite0
