@@ -153,7 +153,6 @@ def device_label() -> str:
 def embed_with_progress(current: Study, encoder: Encoder) -> Embeddings:
     """Embed outside any cached function so the progress bar is live (cache hits are instant)."""
     bar = st.progress(0.0, text="Embedding…")
-    started = time.perf_counter()
 
     def update(done: int, total: int, rate: float) -> None:
         remaining = (total - done) / rate if rate > 0 else 0.0
@@ -165,11 +164,10 @@ def embed_with_progress(current: Study, encoder: Encoder) -> Embeddings:
     embeddings = extract_embeddings(
         current.dataset, encoder, cache=embedding_cache(), progress=update
     )
-    seconds = time.perf_counter() - started
     bar.progress(
         1.0,
         text=f"Embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from the cache,"
-        f" in {seconds:.1f} s",
+        f" in {embeddings.seconds:.1f} s",
     )
     return embeddings
 
@@ -186,7 +184,7 @@ def projection_for(current: Study, method: str, dims: int, n_neighbors: int, min
     """Computed once per setting and kept in the study."""
     key = (method, dims, n_neighbors, min_dist, current.settings.seed)
     if key not in current.projections:
-        label = "UMAP (the first one in a server process compiles numba: about 20 s)"
+        label = "UMAP (the first one in a server process compiles numba: about 10 s)"
         with st.status(f"Computing {label if method == 'umap' else 'PCA'}…") as status:
             current.projections[key] = project(
                 current.embeddings.vectors,
