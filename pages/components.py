@@ -105,8 +105,8 @@ export default function (component) {
       if (!uri) { tip.style.display = 'none'; return; }
       tip.src = uri;
       const e = event.event || {};
-      tip.style.left = ((e.clientX || 0) + 18) + 'px';
-      tip.style.top = ((e.clientY || 0) - 110) + 'px';
+      tip.style.left = Math.max(0, (e.clientX || 0) - 114) + 'px';  // left of the cursor:
+      tip.style.top = Math.max(0, (e.clientY || 0) - 110) + 'px';  // Plotly's label is right
       tip.style.display = 'block';
     });
     chart.on('plotly_unhover', () => { tip.style.display = 'none'; });
