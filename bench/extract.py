@@ -54,8 +54,9 @@ from probe_core.embed import (
     extract_embeddings,
 )
 from probe_core.encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from probe_core.evaluation.protocols import run_probe
 from probe_core.images import load_image
-from probe_core.probe import LinearProbe, run_probe
+from probe_core.probe import LinearProbe
 from probe_core.projection import project
 
 try:

@@ -22,7 +22,8 @@ from probe_core.encoders import (
     load_encoder,
     pick_device,
 )
-from probe_core.probe import LinearProbe, ProbeResult, run_probe
+from probe_core.evaluation.protocols import ProbeResult, run_probe
+from probe_core.probe import LinearProbe
 from probe_core.projection import Projection, project
 from probe_core.roots import DEMO_ROOT
 from probe_core.thumbnails import thumbnail_uri

@@ -7,8 +7,9 @@ from .cache import EmbeddingCache
 from .dataset import ImageDataset, SkippedItem, scan, scan_blobs, scan_folder, scan_zip
 from .embed import Embeddings, extract_embeddings
 from .encoders import DEFAULT_ENCODER, Encoder, list_encoders, load_encoder, pick_device
-from .metrics import Metrics
-from .probe import LinearProbe, ProbeResult, run_probe
+from .evaluation.metrics import Metrics
+from .evaluation.protocols import ProbeResult, run_probe
+from .probe import LinearProbe
 from .projection import Projection, project
 
 __all__ = [

@@ -11,8 +11,9 @@ from .cache import EmbeddingCache
 from .dataset import ArchiveError, scan
 from .embed import extract_embeddings
 from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders, load_encoder
+from .evaluation.protocols import run_probe
 from .export import RunSettings, write_run
-from .probe import ProbeError, run_probe
+from .probe import ProbeError
 from .projection import project
 
 

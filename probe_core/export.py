@@ -12,8 +12,9 @@ import plotly.graph_objects as go
 
 from .dataset import SkippedItem
 from .embed import Embeddings
+from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure
-from .probe import ProbeResult, ProbeWeights
+from .probe import ProbeWeights
 from .projection import Projection
 
 RUN_OUTPUTS = (

@@ -8,8 +8,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from .embed import Embeddings
-from .metrics import Metrics
-from .probe import ProbeResult, SweepResult
+from .evaluation.metrics import Metrics
+from .evaluation.protocols import ProbeResult
+from .probe import SweepResult
 from .projection import Projection
 
 COLOR_BY = ("true", "predicted", "correct")

@@ -3,14 +3,15 @@
 ``LinearProbe.fit`` only ever sees training data: it carves a stratified validation
 split out of what it is given (or uses stratified k-fold when that is too small),
 sweeps C over a log grid, then refits on everything it was given at the chosen C.
-``run_probe`` makes the stratified train/test split, fits on train, scores on test.
+Which images train and which score it is the business of ``probe_core.evaluation``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -20,8 +21,8 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.utils.validation import check_is_fitted
 
-from .embed import Embeddings
-from .metrics import Metrics, compute_metrics
+if TYPE_CHECKING:
+    from .evaluation.protocols import ProbeResult
 
 DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-3, 4, 15))
 MIN_IMAGES_PER_CLASS = 2
@@ -158,114 +159,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     @property
     def intercept_(self) -> np.ndarray:
         return self.model_.intercept_
-
-
-@dataclass(frozen=True)
-class Split:
-    """Indices into the embeddings for the train and test parts."""
-
-    train: np.ndarray
-    test: np.ndarray
-
-
-@dataclass
-class ProbeResult:
-    """Everything a probe run produced: split, sweep, test predictions and metrics."""
-
-    probe: LinearProbe
-    class_names: list[str]  # classes the probe was fitted on
-    split: Split
-    sweep: SweepResult
-    test_predictions: np.ndarray  # class index (into class_names) per test image
-    test_probabilities: np.ndarray  # (n_test, n_classes)
-    metrics: Metrics
-    used: np.ndarray  # indices into the embeddings that took part (tiny classes excluded)
-    excluded_classes: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-
-    @property
-    def chosen_c(self) -> float:
-        return self.sweep.chosen_c
-
-
-def stratified_split(labels: np.ndarray, test_size: float = 0.25, seed: int = 0) -> Split:
-    """A stratified, seeded train/test split with at least one test image per class."""
-    labels = np.asarray(labels)
-    n_classes = len(np.unique(labels))
-    n_test = max(n_classes, int(np.ceil(test_size * len(labels))))
-    if len(labels) - n_test < n_classes:
-        raise ProbeError(
-            f"{len(labels)} images are too few for a train/test split over {n_classes} classes"
-        )
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed
-    )
-    return Split(train=np.sort(train), test=np.sort(test))
-
-
-def usable_classes(embeddings: Embeddings) -> tuple[np.ndarray, list[str], list[str]]:
-    """Indices of images in classes big enough to split, kept class names, and messages."""
-    counts = np.bincount(embeddings.labels, minlength=len(embeddings.class_names))
-    messages = []
-    for name, count in zip(embeddings.class_names, counts, strict=True):
-        if count < MIN_IMAGES_PER_CLASS:
-            found = "no usable images" if count == 0 else f"only {count} usable image"
-            messages.append(
-                f"class '{name}' excluded: {found}; a class needs at least"
-                f" {MIN_IMAGES_PER_CLASS} (one to train on, one to test)"
-            )
-    keep = counts >= MIN_IMAGES_PER_CLASS
-    used = np.flatnonzero(keep[embeddings.labels]) if len(embeddings.labels) else np.array([], int)
-    return used, [n for n, k in zip(embeddings.class_names, keep, strict=True) if k], messages
-
-
-def run_probe(
-    embeddings: Embeddings,
-    *,
-    test_size: float = 0.25,
-    seed: int = 0,
-    probe: LinearProbe | None = None,
-    split: Split | None = None,
-) -> ProbeResult:
-    """Split, fit the probe on train (C chosen inside train), and score on the held-out test part.
-
-    ``split`` indexes into ``embeddings`` and may be given to reuse a fixed split.
-    """
-    used, kept_names, messages = usable_classes(embeddings)
-    if len(kept_names) < 2:
-        found = ", ".join(kept_names) or "none"
-        raise ProbeError(
-            "a linear probe needs at least two classes with two or more usable images each"
-            f" (classes with enough images: {found})"
-            + ("; " + "; ".join(messages) if messages else "")
-        )
-    excluded = [n for n in embeddings.class_names if n not in kept_names]
-    remap = {embeddings.class_names.index(name): i for i, name in enumerate(kept_names)}
-    y_all = np.array([remap.get(int(label), -1) for label in embeddings.labels])
-    if split is None:
-        inner = stratified_split(y_all[used], test_size=test_size, seed=seed)
-        split = Split(train=used[inner.train], test=used[inner.test])
-    probe = probe if probe is not None else LinearProbe(seed=seed)
-    X = embeddings.vectors
-    probe.fit(X[split.train], y_all[split.train])
-    probabilities = probe.predict_proba(X[split.test])
-    predictions = probe.classes_[np.argmax(probabilities, axis=1)]
-    # Classes absent from training cannot be predicted; keep columns aligned to kept_names.
-    full = np.zeros((len(split.test), len(kept_names)))
-    full[:, probe.classes_] = probabilities
-    metrics = compute_metrics(y_all[split.test], predictions, full, kept_names, seed=seed)
-    return ProbeResult(
-        probe=probe,
-        class_names=kept_names,
-        split=split,
-        sweep=probe.sweep_,
-        test_predictions=predictions,
-        test_probabilities=full,
-        metrics=metrics,
-        used=used,
-        excluded_classes=excluded,
-        messages=messages,
-    )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import plotly.io as pio
 
 from .embed import Embeddings
+from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure, sweep_figure
-from .probe import ProbeResult
 from .projection import Projection
 
 _STYLE = """

@@ -642,8 +642,9 @@ def test_a_saved_probe_predicts_new_images_without_a_run(encoder, tmp_path):
     """Predict & export accepts a probe file exported earlier (JSON here), no pickle involved."""
     from probe_core.dataset import scan_folder
     from probe_core.embed import extract_embeddings
+    from probe_core.evaluation.protocols import run_probe
     from probe_core.export import probe_to_json
-    from probe_core.probe import ProbeWeights, run_probe
+    from probe_core.probe import ProbeWeights
     from tests.conftest import write_image_folder
 
     folder = write_image_folder(tmp_path / "colours", {"red": 6, "green": 6, "blue": 6})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score, top_k_accuracy_score
 
-from probe_core.metrics import _bootstrap_scores, compute_metrics
+from probe_core.evaluation.metrics import _bootstrap_scores, compute_metrics
 
 
 def noisy_predictions(n: int = 200, n_classes: int = 4, accuracy: float = 0.7, seed: int = 0):

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from probe_core.embed import Embeddings
-from probe_core.probe import (
-    DEFAULT_C_GRID,
-    LinearProbe,
-    ProbeError,
-    Split,
-    run_probe,
-    stratified_split,
-)
+from probe_core.evaluation.protocols import run_probe
+from probe_core.evaluation.splits import Split, stratified_split
+from probe_core.probe import DEFAULT_C_GRID, LinearProbe, ProbeError
 
 
 def clustered_embeddings(counts: list[int], dim: int = 16, spread: float = 0.6, seed: int = 0):

@@ -12,6 +12,7 @@ import pytest
 
 from probe_core.dataset import scan_blobs, scan_folder
 from probe_core.embed import extract_embeddings
+from probe_core.evaluation.protocols import run_probe
 from probe_core.export import (
     ProbeFileError,
     ProbeWeights,
@@ -20,7 +21,6 @@ from probe_core.export import (
     read_probe_file,
 )
 from probe_core.predict import ProbeMismatchError, predict_images
-from probe_core.probe import run_probe
 from probe_core.projection import project
 from probe_core.report import html_report
 from tests.conftest import pattern_image

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from probe_core.evaluation.protocols import run_probe
 from probe_core.figures import confusion_figure, embedding_figure, sweep_figure
-from probe_core.probe import run_probe
 from probe_core.projection import project
 from tests.test_probe import clustered_embeddings
 
