@@ -1,8 +1,12 @@
 """Scan an image folder, a zip archive or uploaded blobs into a labelled dataset.
 
 Layout: one first-level subfolder per class (ImageFolder); files nested deeper
-belong to their top-level class. Nothing here decodes images: that happens
-during extraction, where a bad file is skipped with its reason.
+belong to their top-level class. A dataset that ships its own split has top-level
+``train/`` and ``test/`` folders (optionally ``val/`` or ``validation/``, any letter
+case), each holding the class folders; its images carry their split. A top level
+that mixes split names with other folders (``train/``, ``test/``, ``extra/``) is not
+a split layout: every top-level folder is then a class. Nothing here decodes images:
+that happens during extraction, where a bad file is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from pathlib import Path, PurePosixPath
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"})
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+# Top-level folder names (lower case) of a shipped split, and the split each one means.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+SPLIT_ORDER = ("train", "val", "test")
 
 # Limits for archives, checked on the central directory before any member is read.
 MAX_ARCHIVE_MEMBERS = 100_000
@@ -55,11 +63,15 @@ class SkippedItem:
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One labelled image: where its bytes come from and its class index."""
+    """One labelled image: where its bytes come from, its class index and its shipped split.
+
+    ``split`` is "train", "val" or "test" when the dataset ships its own split, else "".
+    """
 
     path: str
     source: ImageSource
     label: int
+    split: str = ""
 
     def read_bytes(self) -> bytes:
         if isinstance(self.source, bytes):
@@ -87,11 +99,41 @@ class ImageDataset:
     def labels(self) -> list[int]:
         return [item.label for item in self.items]
 
+    @property
+    def splits(self) -> list[str]:
+        return [item.split for item in self.items]
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether the dataset ships its own train/test (and maybe val) split."""
+        return any(item.split for item in self.items)
+
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.class_names, 0)
         for item in self.items:
             counts[self.class_names[item.label]] += 1
         return counts
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each present split (train, val, test order); empty without splits.
+
+        Every class of the dataset is listed in every split, with 0 where it has no image.
+        """
+        seen = set(self.splits)
+        present = [split for split in SPLIT_ORDER if split in seen]
+        counts = {split: dict.fromkeys(self.class_names, 0) for split in present}
+        for item in self.items:
+            if item.split:
+                counts[item.split][self.class_names[item.label]] += 1
+        return counts
+
+
+def missing_classes_by_split(dataset: ImageDataset) -> dict[str, list[str]]:
+    """For each present split, the dataset's classes that have no image in it (sorted)."""
+    return {
+        split: [name for name, count in counts.items() if count == 0]
+        for split, counts in dataset.split_counts().items()
+    }
 
 
 def _is_hidden(part: str) -> bool:
@@ -134,6 +176,41 @@ def _strip_wrapper_folders(relpaths: list[tuple[str, ...]]) -> int:
     return depth
 
 
+def _is_split_layout(relpaths: list[tuple[str, ...]]) -> bool:
+    """Whether the top-level folders are split names only (any case), including train and test.
+
+    A top level that mixes split names with other folders (``train/``, ``test/``, ``extra/``)
+    is not a split layout: each top-level folder is then a class, as for any other name.
+    """
+    top = {parts[0].lower() for parts in relpaths}
+    return bool(top) and top <= SPLIT_FOLDERS.keys() and {"train", "test"} <= top
+
+
+def _split_rank(split: str) -> int:
+    return SPLIT_ORDER.index(split) if split else 0
+
+
+def _empty_top_folders(
+    folders: Iterable[tuple[str, ...]], wrapper: tuple[str, ...], used: set[str]
+) -> list[SkippedItem]:
+    """Folders beside the split folders of a split layout that hold no usable image."""
+    depth = len(wrapper)
+    empty = {
+        parts[depth]
+        for parts in folders
+        if len(parts) == depth + 1 and parts[:depth] == wrapper and not _is_hidden(parts[depth])
+    } - used
+    return [
+        SkippedItem(
+            "/".join((*wrapper, name)) + "/",
+            "split folder has no images"
+            if name.lower() in SPLIT_FOLDERS
+            else "folder has no images and is not a split folder (train/, val/ or test/)",
+        )
+        for name in sorted(empty)
+    ]
+
+
 def _build(
     entries: list[tuple[tuple[str, ...], ImageSource]],
     skipped: list[SkippedItem],
@@ -142,8 +219,10 @@ def _build(
 ) -> ImageDataset:
     """Turn (relative path parts, source) pairs into a dataset with sorted classes.
 
-    ``folders`` are the relative parts of the folders seen; those at class level (below
-    any wrapper folder) without a usable image are reported as empty classes.
+    Below any wrapper folder, a split layout (see ``_is_split_layout``) takes the class from
+    the second path part and the split from the first; otherwise the first part is the class.
+    ``folders`` are the relative parts of the folders seen; those at class level without a
+    usable image are reported as empty classes.
     """
     usable: list[tuple[tuple[str, ...], ImageSource]] = []
     for parts, source in entries:
@@ -156,18 +235,46 @@ def _build(
     wrapper = usable[0][0][:depth] if usable else ()
     usable = [(parts[depth:], source) for parts, source in usable]
 
-    class_names = sorted({parts[0] for parts, _ in usable})
+    split_layout = _is_split_layout([parts for parts, _ in usable])
+    # Path parts above the class name: the split folder in a split layout, else nothing.
+    level = 1 if split_layout else 0
+    if split_layout:
+        for parts, _ in usable:
+            if len(parts) < 3:
+                reason = (
+                    f"not inside a class folder under {parts[0]}/ "
+                    f"(put images in {parts[0]}/<class>/)"
+                )
+                skipped.append(SkippedItem("/".join((*wrapper, *parts)), reason))
+        usable = [(parts, source) for parts, source in usable if len(parts) >= 3]
+
+    class_names = sorted({parts[level] for parts, _ in usable})
+    used_class_folders = {parts[: level + 1] for parts, _ in usable}
     class_folders = {
-        parts[depth]
+        parts[depth : depth + level + 1]
         for parts in folders
-        if len(parts) > depth and parts[:depth] == wrapper and not any(map(_is_hidden, parts))
+        if len(parts) > depth + level
+        and parts[:depth] == wrapper
+        and not any(map(_is_hidden, parts))
+        and (not split_layout or parts[depth].lower() in SPLIT_FOLDERS)
     }
-    for folder in sorted(class_folders - set(class_names)):
-        path = "/".join((*wrapper, folder)) + "/"
+    for folder in sorted(class_folders - used_class_folders):
+        path = "/".join((*wrapper, *folder)) + "/"
         skipped.append(SkippedItem(path, "class folder has no images"))
+    if split_layout:
+        skipped.extend(_empty_top_folders(folders, wrapper, {parts[0] for parts, _ in usable}))
     index = {name: i for i, name in enumerate(class_names)}
-    usable.sort(key=lambda entry: (entry[0][0], "/".join(entry[0])))
-    items = [ImageItem("/".join(parts), source, index[parts[0]]) for parts, source in usable]
+    items = [
+        ImageItem(
+            "/".join(parts),
+            source,
+            index[parts[level]],
+            SPLIT_FOLDERS[parts[0].lower()] if split_layout else "",
+        )
+        for parts, source in usable
+    ]
+    # By class, then split (train, val, test: independent of the folders' letter case), then path.
+    items.sort(key=lambda i: (class_names[i.label], _split_rank(i.split), i.path))
     skipped.sort(key=lambda s: s.path)
     return ImageDataset(items=items, class_names=class_names, skipped=skipped, root=root)
 
