@@ -1,0 +1,172 @@
+"""Label-error candidates: confidently contradicted labels come first, clean data stays quiet."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from probe_core.dataset import scan_folder
+from probe_core.embed import Embeddings, extract_embeddings
+from probe_core.evaluation.label_issues import LabelIssue, find_label_issues, label_issues_table
+from tests.conftest import DEMO_DIR
+
+
+def out_of_fold_probabilities(embeddings: Embeddings) -> np.ndarray:
+    """Out-of-fold probe probabilities (stand-in until the project's own protocol exists)."""
+    return cross_val_predict(
+        LogisticRegression(C=10, max_iter=1000),
+        embeddings.vectors,
+        embeddings.labels,
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        method="predict_proba",
+    )
+
+
+def probe_like_probabilities(true_labels: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
+    """Probabilities that favour each row's true class, with some spread like a real probe."""
+    rng = np.random.default_rng(seed)
+    alpha = np.ones((len(true_labels), n_classes))
+    alpha[np.arange(len(true_labels)), true_labels] = 12.0
+    return np.stack([rng.dirichlet(row) for row in alpha])
+
+
+N_CLASSES = 4
+TRUE_LABELS = np.repeat(np.arange(N_CLASSES), 15)
+MISLABELLED = {7: 2, 22: 3, 40: 0}  # row -> wrong given label
+
+
+def three_confident_errors() -> tuple[np.ndarray, np.ndarray]:
+    """Given labels with three errors, and probabilities sure of the true class on those rows."""
+    labels = TRUE_LABELS.copy()
+    probabilities = probe_like_probabilities(TRUE_LABELS, N_CLASSES)
+    for row, wrong in MISLABELLED.items():
+        labels[row] = wrong
+        probabilities[row] = 0.02
+        probabilities[row, TRUE_LABELS[row]] = 0.94
+    return labels, probabilities
+
+
+def test_confidently_mislabelled_images_are_flagged_first_with_their_true_class():
+    labels, probabilities = three_confident_errors()
+    issues = find_label_issues(labels, probabilities)
+
+    assert len(issues) <= 4  # the rest of the data is clean
+    first_three = issues[:3]
+    assert {issue.index for issue in first_three} == set(MISLABELLED)
+    for issue in first_three:
+        assert issue.given == MISLABELLED[issue.index]
+        assert issue.suggested == TRUE_LABELS[issue.index]
+        assert issue.probability_given == pytest.approx(probabilities[issue.index, issue.given])
+        assert issue.probability_suggested == probabilities[issue.index].max()
+        assert issue.score == pytest.approx(0.02)
+    scores = [issue.score for issue in issues]
+    assert scores == sorted(scores)
+
+
+def test_clean_labels_flag_almost_nothing():
+    probabilities = probe_like_probabilities(TRUE_LABELS, N_CLASSES, seed=1)
+    assert len(find_label_issues(TRUE_LABELS, probabilities)) <= 1
+
+
+def test_indices_map_rows_back_to_embedding_positions():
+    labels, probabilities = three_confident_errors()
+    offset = np.arange(len(TRUE_LABELS)) + 1000
+    issues = find_label_issues(labels, probabilities, indices=offset)
+    assert {issue.index for issue in issues[:3]} == {row + 1000 for row in MISLABELLED}
+
+
+def test_table_has_path_given_suggested_score_with_class_names_in_rank_order():
+    issues = (
+        LabelIssue(index=2, given=0, suggested=1, score=0.05, probability_given=0.05,
+                   probability_suggested=0.9),
+        LabelIssue(index=0, given=1, suggested=0, score=0.2, probability_given=0.2,
+                   probability_suggested=0.7),
+    )  # fmt: skip
+    table = label_issues_table(issues, ["a/x.png", "b/y.png", "a/z.png"], ["cats", "dogs"])
+    assert list(table.columns) == ["path", "given", "suggested", "score"]
+    assert table.to_dict("records") == [
+        {"path": "a/z.png", "given": "cats", "suggested": "dogs", "score": 0.05},
+        {"path": "a/x.png", "given": "dogs", "suggested": "cats", "score": 0.2},
+    ]
+    assert list(label_issues_table((), [], []).columns) == ["path", "given", "suggested", "score"]
+
+
+def test_tiny_and_degenerate_inputs_do_not_crash_and_stay_silent(recwarn, capsys):
+    two_by_two = np.array([0, 0, 1, 1])
+    class_one_never_predicted = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
+    for issue in find_label_issues(two_by_two, class_one_never_predicted):
+        assert issue.given == 1 and issue.suggested == 0
+
+    one_example_per_class = find_label_issues(
+        np.array([0, 1, 2]), np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    )
+    assert all(issue.index in (0, 1) for issue in one_example_per_class)
+
+    single = find_label_issues(np.array([0]), np.array([[1.0]]))
+    assert single == ()
+    assert find_label_issues(np.array([], dtype=int), np.empty((0, 3))) == ()
+
+    assert not recwarn.list
+    assert capsys.readouterr().out == ""
+
+
+def test_when_cleanlab_cannot_run_disagreeing_predictions_are_flagged_lowest_score_first():
+    # cleanlab refuses labels that contain a single class.
+    labels = np.array([0, 0, 0, 0])
+    probabilities = np.array([[0.3, 0.7], [0.9, 0.1], [0.05, 0.95], [0.6, 0.4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        issues = find_label_issues(labels, probabilities)
+    assert [issue.index for issue in issues] == [2, 0]
+    assert [issue.suggested for issue in issues] == [1, 1]
+    assert [issue.score for issue in issues] == pytest.approx([0.05, 0.3])
+
+
+@pytest.mark.parametrize(
+    ("labels", "probabilities", "indices", "message"),
+    [
+        (np.zeros((2, 2), dtype=int), np.full((2, 2), 0.5), None, "one-dimensional"),
+        (np.array([0, 1]), np.full((3, 2), 0.5), None, "shape"),
+        (np.array([0, 1]), np.full(2, 0.5), None, "shape"),
+        (np.array([0, 2]), np.full((2, 2), 0.5), None, "labels must lie"),
+        (np.array([0.0, 1.0]), np.full((2, 2), 0.5), None, "integer"),
+        (np.array([0, 1]), np.array([[0.5, 0.6], [0.5, 0.5]]), None, "sum to 1"),
+        (np.array([0, 1]), np.array([[np.nan, 1], [0.5, 0.5]]), None, "finite"),
+        (np.array([0, 1]), np.full((2, 2), 0.5), np.array([0, 1, 2]), "indices"),
+    ],
+)
+def test_malformed_inputs_are_refused_with_a_clear_message(labels, probabilities, indices, message):
+    with pytest.raises(ValueError, match=message):
+        find_label_issues(labels, probabilities, indices=indices)
+
+
+@pytest.mark.slow
+def test_images_moved_into_a_wrong_class_folder_are_among_the_first_flagged(encoder, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, root)
+    class_names = sorted(folder.name for folder in root.iterdir() if folder.is_dir())
+    # The alphabetically first image of each of the first five classes goes to the next class.
+    picked = [sorted((root / name).iterdir())[0] for name in class_names[:5]]
+    moved: dict[str, str] = {}  # new path -> true class
+    for source, target_class in zip(picked, class_names[1:6], strict=True):
+        source.rename(root / target_class / source.name)
+        moved[f"{target_class}/{source.name}"] = source.parent.name
+
+    embeddings = extract_embeddings(scan_folder(root), encoder)
+    issues = find_label_issues(embeddings.labels, out_of_fold_probabilities(embeddings))
+    table = label_issues_table(issues, embeddings.paths, embeddings.class_names)
+
+    # The demo probe is far from perfect, so genuine confusions compete with the moved images.
+    top_ten = set(table["path"].head(10))
+    assert sum(path in top_ten for path in moved) >= 4
+    for path, true_class in moved.items():
+        if path in top_ten:
+            row = table[table["path"] == path].iloc[0]
+            assert row["given"] == Path(path).parent.name
+            assert row["suggested"] == true_class
