@@ -1,11 +1,17 @@
-"""Metrics agree with scikit-learn and carry honest bootstrap intervals."""
+"""Metrics agree with scikit-learn and carry honest intervals (methods in test_intervals)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score, top_k_accuracy_score
 
-from probe_core.evaluation.metrics import _bootstrap_scores, compute_metrics
+from probe_core.evaluation.intervals import (
+    BETA_POSTERIOR,
+    CLOPPER_PEARSON,
+    DIRICHLET_POSTERIOR,
+    proportion_interval,
+)
+from probe_core.evaluation.metrics import Estimate, compute_metrics
 
 
 def noisy_predictions(n: int = 200, n_classes: int = 4, accuracy: float = 0.7, seed: int = 0):
@@ -34,23 +40,33 @@ def test_point_estimates_match_scikit_learn():
 def test_intervals_contain_the_estimate_and_narrow_with_more_data():
     small = compute_metrics(*noisy_predictions(n=60), ["a", "b", "c", "d"])
     large = compute_metrics(*noisy_predictions(n=2000), ["a", "b", "c", "d"])
-    for estimate in (small.accuracy, small.balanced_accuracy, small.macro_f1):
-        assert estimate.low <= estimate.value <= estimate.high
-    assert (large.accuracy.high - large.accuracy.low) < (
-        small.accuracy.high - small.accuracy.low
-    ) / 3
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+        small_estimate, large_estimate = getattr(small, metric), getattr(large, metric)
+        assert small_estimate.low < small_estimate.value < small_estimate.high
+        assert large_estimate.low < large_estimate.value < large_estimate.high
+        small_width = small_estimate.high - small_estimate.low
+        assert large_estimate.high - large_estimate.low < small_width / 3
 
 
-def test_bootstrap_resample_metrics_equal_scikit_learn_on_each_resample():
-    y_true, y_pred, _ = noisy_predictions(n=50, n_classes=3)
-    scores = _bootstrap_scores(y_true, y_pred, None, 3, n_resamples=5, seed=11)
-    rng = np.random.default_rng(11)
-    resamples = rng.integers(0, 50, size=(5, 50))
-    for row, index in enumerate(resamples):
-        t, p = y_true[index], y_pred[index]
-        assert np.isclose(scores["accuracy"][row], np.mean(t == p))
-        assert np.isclose(scores["balanced_accuracy"][row], balanced_accuracy_score(t, p))
-        assert np.isclose(scores["macro_f1"][row], f1_score(t, p, average="macro"))
+def test_each_metric_uses_its_interval_method():
+    y_true, y_pred, probabilities = noisy_predictions(n=300, n_classes=8, accuracy=0.4)
+    metrics = compute_metrics(y_true, y_pred, probabilities, [str(i) for i in range(8)])
+    assert metrics.accuracy == proportion_interval(int(np.sum(y_true == y_pred)), 300)
+    assert metrics.accuracy.method == CLOPPER_PEARSON
+    assert metrics.top5_accuracy.method == CLOPPER_PEARSON
+    assert metrics.balanced_accuracy.method == BETA_POSTERIOR
+    assert metrics.macro_f1.method == DIRICHLET_POSTERIOR
+    assert type(metrics.accuracy) is Estimate  # still importable from metrics
+
+
+def test_a_perfect_small_test_set_is_not_reported_as_certain():
+    y_true = np.repeat([0, 1, 2], 3)
+    probabilities = np.eye(3)[y_true]
+    metrics = compute_metrics(y_true, y_true, probabilities, ["a", "b", "c"])
+    for estimate in (metrics.accuracy, metrics.balanced_accuracy, metrics.macro_f1):
+        assert (estimate.value, estimate.high) == (1.0, 1.0)
+        assert estimate.low < 0.9
+    assert str(metrics.accuracy) == "1.000 (95% CI 0.664-1.000)"
 
 
 def test_top5_accuracy_appears_beyond_five_classes_and_matches_scikit_learn():
@@ -66,7 +82,8 @@ def test_metrics_are_reproducible_and_serialisable():
     args = noisy_predictions()
     first = compute_metrics(*args, ["a", "b", "c", "d"], seed=3)
     second = compute_metrics(*args, ["a", "b", "c", "d"], seed=3)
-    assert first.accuracy == second.accuracy
+    assert first.to_dict() == second.to_dict()  # the macro-F1 draws are seeded
     document = first.to_dict()
     assert document["confusion"] == first.confusion.tolist()
     assert document["per_class"][0]["name"] == "a"
+    assert document["accuracy"]["method"] == CLOPPER_PEARSON
