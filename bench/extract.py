@@ -401,11 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     cache_same = np.array_equal(cold.embeddings.vectors, warm.embeddings.vectors)
 
     embeddings = pipeline.embeddings
-    sweep_s, sweep_result = timed(lambda: run_probe(embeddings))
-    train = sweep_result.split.train
+    sweep_s, sweep_result = timed(lambda: run_probe(embeddings, protocol="holdout"))
+    train = sweep_result.train
     X, y = embeddings.vectors[train], embeddings.labels[train]
     sweep_fit_s, _ = timed(lambda: LinearProbe(seed=0).fit(X, y))
-    fixed_s, fixed_result = timed(lambda: run_probe(embeddings, probe=LinearProbe(C=1.0)))
+    fixed_s, fixed_result = timed(
+        lambda: run_probe(embeddings, protocol="holdout", probe=LinearProbe(C=1.0))
+    )
     fixed_fit_s, _ = timed(lambda: LinearProbe(C=1.0).fit(X, y))
 
     import_s, _ = timed(lambda: __import__("umap"))

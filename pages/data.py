@@ -7,10 +7,13 @@ import streamlit as st
 
 from pages import shared
 from pages.components import folder_drop_zone
-from probe_core.dataset import ArchiveError, scan_folder
+from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder
 from probe_core.encoders import EncoderError
+from probe_core.evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
+from probe_core.evaluation.protocols import AUTO_CV_LIMIT, PROTOCOLS
 from probe_core.probe import ProbeError
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_folder
+from probe_core.study import StudySettings
 from probe_core.thumbnails import thumbnail
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
@@ -121,7 +124,7 @@ def server_folder() -> None:
             st.rerun()
 
 
-def preview(current: shared.Study) -> None:
+def preview(current: shared.Session) -> None:
     dataset = current.dataset
     st.subheader(current.label)
     counts = dataset.class_counts()
@@ -132,6 +135,17 @@ def preview(current: shared.Study) -> None:
     images.metric("Images", len(dataset))
     classes.metric("Classes", len(dataset.class_names))
     skipped.metric("Skipped files", len(skipped_items))
+    if dataset.has_splits:
+        counts_by_split = dataset.split_counts()
+        parts = ", ".join(f"{split}/ {sum(c.values())}" for split, c in counts_by_split.items())
+        st.info(
+            f"This folder ships its own split ({parts} images): the **given** protocol scores"
+            " test/ once, with C chosen on val/ (or on part of train/).",
+            icon=":material/call_split:",
+        )
+        for split, missing in missing_classes_by_split(dataset).items():
+            if missing:
+                st.error(f"{split}/ has no images of {', '.join(missing)}.")
     if not dataset.items:
         st.error("No images found. Expected one subfolder per class with images inside.")
     elif len(dataset.class_names) < 2:
@@ -158,7 +172,21 @@ def preview(current: shared.Study) -> None:
             )
 
 
-def settings_form(current: shared.Study) -> bool:
+PROTOCOL_LABELS = {
+    "auto": "Auto (recommended)",
+    "cv": "Cross-validation: every image scored",
+    "holdout": "Held-out test split",
+    "given": "The folder's own train/ and test/",
+}
+PROTOCOL_HELP = (
+    "Auto: the folder's own train/test folders when it has them, cross-validation up to"
+    f" {AUTO_CV_LIMIT:,} images, a held-out split above. Cross-validation scores every image"
+    " with a probe that never saw it (C chosen inside each training fold); a held-out split"
+    " scores only the test part."
+)
+
+
+def settings_form(current: shared.Session) -> bool:
     infos = shared.available_encoders()
     names = [info.name for info in infos]
     labels = {
@@ -180,32 +208,62 @@ def settings_form(current: shared.Study) -> bool:
             placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k",
             help="open_clip:<arch>/<pretrained tag> (downloads once) or open_clip:<arch>@<file>",
         )
-        left, middle, right = st.columns(3)
-        test_size = left.slider("Held-out test fraction", 0.1, 0.5, settings.test_size, 0.05)
-        seed = middle.number_input("Seed", 0, 2**31 - 1, settings.seed)
-        mode = right.radio(
+        protocol_col, folds_col, repeats_col, test_col = st.columns([2, 1, 1, 1])
+        protocol = protocol_col.selectbox(
+            "Evaluation protocol",
+            PROTOCOLS,
+            index=PROTOCOLS.index(settings.protocol),
+            format_func=PROTOCOL_LABELS.get,
+            help=PROTOCOL_HELP,
+            key="protocol",
+        )
+        folds = folds_col.number_input(
+            "Folds (cv)", 2, 20, settings.folds, help="fewer when the smallest class is smaller"
+        )
+        repeats = repeats_col.number_input(
+            "Repeats (cv)", 1, 20, settings.repeats, help="re-run with other fold seeds"
+        )
+        test_size = test_col.slider("Test fraction (holdout)", 0.1, 0.5, settings.test_size, 0.05)
+        seed_col, mode_col, fixed_col, duplicate_col = st.columns(4)
+        seed = seed_col.number_input("Seed", 0, 2**31 - 1, settings.seed)
+        mode = mode_col.radio(
             "C (regularisation)",
-            ["sweep on validation data", "fixed"],
+            ["chosen on validation data", "fixed"],
             index=0 if settings.fixed_c is None else 1,
         )
-        fixed = st.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
+        fixed = fixed_col.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
+        threshold = duplicate_col.number_input(
+            "Duplicate cosine",
+            0.9,
+            1.0,
+            settings.duplicate_threshold or DEFAULT_DUPLICATE_COSINE,
+            0.001,
+            format="%.3f",
+            help="images this similar (or with identical bytes) are kept on one side of"
+            " every split",
+        )
         submitted = st.form_submit_button("Run probe", type="primary")
     if submitted:
-        current.settings = shared.ProbeSettings(
+        current.settings = StudySettings(
             encoder=custom.strip() or encoder,
+            protocol=protocol,
+            folds=int(folds),
+            repeats=int(repeats),
             test_size=float(test_size),
             seed=int(seed),
             fixed_c=float(fixed) if mode == "fixed" else None,
+            duplicate_threshold=float(threshold),
         )
     return submitted
 
 
-def run(current: shared.Study) -> None:
+def run(current: shared.Session) -> bool:
+    """Embed (if needed) and evaluate; True when results are ready."""
     try:
         encoder = shared.shared_encoder(current.settings.encoder)
     except EncoderError as error:
         st.error(str(error))
-        return
+        return False
     if current.embeddings is None or current.embeddings.encoder_id != encoder.encoder_id:
         current.embeddings = shared.embed_with_progress(current, encoder)
         current.projections.clear()
@@ -214,22 +272,18 @@ def run(current: shared.Study) -> None:
         if unreadable:
             listed = "; ".join(f"{s.path} ({s.reason})" for s in unreadable[:5])
             more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
-            st.warning(
+            st.session_state.run_warning = (
                 f"{len(unreadable)} files could not be read as images and were left out: {listed}"
-                f"{more}. They are listed under Skipped files."
+                f"{more}. They are listed under Skipped files on the Data page."
             )
     try:
-        with st.spinner("Fitting the probe (choosing C on validation data)…"):
-            current.result = shared.fit_probe(current)
+        with st.spinner("Fitting and scoring the probe (C chosen on training data only)…"):
+            current.result = shared.fit_probe(current, encoder)
     except ProbeError as error:
         current.result = None
         st.error(str(error))
-        return
-    st.success(
-        f"Accuracy {current.result.metrics.accuracy} on {current.result.metrics.n_test} held-out"
-        " images."
-    )
-    st.page_link("pages/results.py", label="See the results", icon=":material/monitoring:")
+        return False
+    return True
 
 
 st.title("Probe Studio")
@@ -242,8 +296,8 @@ current = shared.study()
 st.divider()
 preview(current)
 if current.dataset.items:
-    if settings_form(current) or run_demo_now:
-        run(current)
+    if (settings_form(current) or run_demo_now) and run(current):
+        st.switch_page("pages/results.py")
     elif current.result is not None:
         st.success(f"Results ready: accuracy {current.result.metrics.accuracy}.")
         st.page_link("pages/results.py", label="See the results", icon=":material/monitoring:")

@@ -23,7 +23,7 @@ from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
 
 
-def probe_to_use(current: shared.Study | None) -> ProbeWeights | None:
+def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
     """The probe fitted in this session, or one loaded from a saved file."""
     saved = st.file_uploader(
         "…or use a saved probe (.safetensors or .json exported here)",
@@ -46,7 +46,7 @@ def probe_to_use(current: shared.Study | None) -> ProbeWeights | None:
     return ProbeWeights.from_result(current.result, current.embeddings.encoder_id, settings.encoder)
 
 
-def predict(current: shared.Study | None) -> None:
+def predict(current: shared.Session | None) -> None:
     st.subheader("Predict new images")
     weights = probe_to_use(current)
     uploads = st.file_uploader(
@@ -85,7 +85,7 @@ def predict(current: shared.Study | None) -> None:
         chart_col.plotly_chart(chart, width="stretch", key=f"prediction_{prediction.name}")
 
 
-def downloads(current: shared.Study) -> None:
+def downloads(current: shared.Session) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
     weights = ProbeWeights.from_result(result, embeddings.encoder_id, current.settings.encoder)

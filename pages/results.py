@@ -8,39 +8,62 @@ import pandas as pd
 import streamlit as st
 
 from pages import shared
-from probe_core.export import predictions_table
+from probe_core.evaluation.duplicates import summary as duplicates_summary
+from probe_core.evaluation.intervals import CROSS_VALIDATION_CAVEAT, interval_help
+from probe_core.export import (
+    predictions_table,
+    result_duplicates_table,
+    result_label_issues_table,
+)
 from probe_core.figures import confusion_figure, sweep_figure
 
 
-def headline(current: shared.Study) -> None:
-    metrics = current.result.metrics
+def headline(current: shared.Session) -> None:
+    result = current.result
+    metrics = result.metrics
+    cross_validated = result.protocol.name == "cv"
     shown = [
-        ("Accuracy", metrics.accuracy),
-        ("Balanced accuracy", metrics.balanced_accuracy),
-        ("Macro F1", metrics.macro_f1),
+        ("Accuracy", "accuracy", metrics.accuracy),
+        ("Balanced accuracy", "balanced_accuracy", metrics.balanced_accuracy),
+        ("Macro F1", "macro_f1", metrics.macro_f1),
     ]
     if metrics.top5_accuracy is not None:
-        shown.append(("Top-5 accuracy", metrics.top5_accuracy))
-    for column, (label, estimate) in zip(st.columns(len(shown)), shown, strict=True):
+        shown.append(("Top-5 accuracy", "top5_accuracy", metrics.top5_accuracy))
+    for column, (label, field, estimate) in zip(st.columns(len(shown)), shown, strict=True):
         column.metric(
             label,
             f"{estimate.value:.1%}",
-            help="95% bootstrap interval over the held-out test images",
+            help=interval_help(field, cross_validated=cross_validated),
         )
         column.caption(f"95% CI {estimate.low:.1%} to {estimate.high:.1%}")
-    result = current.result
-    st.caption(
-        f"{len(result.split.test)} held-out test images, {len(result.split.train)} train ·"
-        f" chance (majority class) {metrics.chance_accuracy:.1%} · C = {result.chosen_c:.3g}"
-        f" chosen by {result.sweep.method} on training data only · encoder"
-        f" `{current.embeddings.encoder_id}`"
+    protocol = result.protocol
+    st.info(
+        f"**{protocol.describe().capitalize()}**: {protocol.reason}."
+        f" {protocol.scored_sentence(len(result.evaluated))}",
+        icon=":material/verified:",
     )
+    spread = ""
+    if result.repeat_accuracies:
+        low, high = min(result.repeat_accuracies), max(result.repeat_accuracies)
+        spread = (
+            f" · accuracy over {len(result.repeat_accuracies)} fold seeds {low:.1%} to {high:.1%}"
+        )
+    st.caption(
+        f"{len(result.evaluated)} images scored · chance (majority class)"
+        f" {metrics.chance_accuracy:.1%} · exported probe: C = {result.chosen_c:.3g} chosen by"
+        f" {result.sweep.method} · encoder `{current.embeddings.encoder_id}`{spread}"
+    )
+    if cross_validated:
+        st.caption(CROSS_VALIDATION_CAVEAT)
+    warning = st.session_state.pop("run_warning", None)
+    if warning:
+        st.warning(warning)
     for message in result.messages:
         st.warning(message)
 
 
-def image_grid(current: shared.Study, rows: pd.DataFrame, caption, columns: int = 6) -> None:
-    """Thumbnails of the given prediction rows, with a caption per image."""
+def image_grid(current: shared.Session, rows: pd.DataFrame, caption, columns: int = 6) -> None:
+    """Thumbnails of the given rows (each with a ``path``), with a caption per image."""
     index_of = {path: i for i, path in enumerate(current.embeddings.paths)}
     thumbs = shared.thumbnails_for(current, [index_of[p] for p in rows["path"]])
     grid = st.columns(columns)
@@ -52,7 +75,7 @@ def image_grid(current: shared.Study, rows: pd.DataFrame, caption, columns: int 
             st.caption(caption(row))
 
 
-def confusion(current: shared.Study, table: pd.DataFrame) -> None:
+def confusion(current: shared.Session, table: pd.DataFrame) -> None:
     metrics = current.result.metrics
     normalised = st.toggle("Row-normalised", key="confusion_normalised")
     event = st.plotly_chart(
@@ -74,11 +97,71 @@ def confusion(current: shared.Study, table: pd.DataFrame) -> None:
     predicted_name = right.selectbox("Predicted class", names, key="cell_predicted")
     cell = table[(table["true"] == true_name) & (table["predicted"] == predicted_name)]
     images = "image" if len(cell) == 1 else "images"
-    st.markdown(f"**{true_name} → {predicted_name}**: {len(cell)} held-out {images}")
+    st.markdown(f"**{true_name} → {predicted_name}**: {len(cell)} scored {images}")
     image_grid(
         current,
         cell.sort_values("confidence", ascending=False),
         lambda row: f"{PurePath(row['path']).name} · p={row[f'p({predicted_name})']:.2f}",
+    )
+
+
+def label_issues(current: shared.Session) -> None:
+    st.subheader("Possible label errors")
+    result = current.result
+    table = result_label_issues_table(current.embeddings, result)
+    if table.empty:
+        st.write("cleanlab found no image whose label looks wrong.")
+        return
+    st.caption(
+        f"{len(table)} images whose out-of-sample probabilities disagree with their folder"
+        " (cleanlab, confident learning), most suspicious first: worth a look."
+    )
+    issues = {current.embeddings.paths[issue.index]: issue for issue in result.label_issues}
+    image_grid(
+        current,
+        table.head(18),
+        lambda row: (
+            f"labelled {row['given']}, looks like {row['suggested']}"
+            f" (p={issues[row['path']].probability_suggested:.2f}"
+            f" vs {issues[row['path']].probability_given:.2f})"
+        ),
+    )
+    st.download_button(
+        "Download label_issues.csv",
+        table.to_csv(index=False),
+        file_name="label_issues.csv",
+        mime="text/csv",
+        key="download_label_issues",
+    )
+
+
+def duplicates(current: shared.Session) -> None:
+    found = current.result.duplicates
+    if found is None or not found.groups:
+        return
+    st.subheader("Duplicates")
+    st.caption(
+        f"{duplicates_summary(found)}. Identical files or embeddings with cosine ≥"
+        f" {found.threshold:g}: each group is kept on one side of every split, so a copy"
+        " cannot inflate accuracy."
+    )
+    table = result_duplicates_table(current.embeddings, current.result)
+    kinds = {group.id: group for group in found.groups}
+    for group_id, rows in list(table.groupby("group", sort=False))[:12]:
+        group = kinds[group_id]
+        tags = [
+            "identical files" if group.identical_bytes else "near-identical",
+            *(["label conflict"] if group.label_conflict else []),
+            *(["leaks across train/test"] if group.leak else []),
+        ]
+        st.markdown(f"**Group {group_id}** · {' · '.join(tags)}")
+        image_grid(current, rows, lambda row: f"{row['label']} · {PurePath(row['path']).name}")
+    st.download_button(
+        "Download duplicates.csv",
+        table.to_csv(index=False),
+        file_name="duplicates.csv",
+        mime="text/csv",
+        key="download_duplicates",
     )
 
 
@@ -104,10 +187,12 @@ if current is not None:
     st.subheader("Most confident mistakes")
     mistakes = table[~table["correct"]].nlargest(12, "confidence")
     if mistakes.empty:
-        st.write("No mistakes on the held-out images.")
+        st.write("No mistakes among the scored images.")
     else:
         image_grid(
             current,
             mistakes,
             lambda row: f"{row['true']} → {row['predicted']} ({row['confidence']:.2f})",
         )
+    label_issues(current)
+    duplicates(current)

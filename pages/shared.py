@@ -13,19 +13,18 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
-from probe_core.embed import Embeddings, extract_embeddings
+from probe_core.embed import Embeddings
 from probe_core.encoders import (
-    DEFAULT_ENCODER,
     Encoder,
     EncoderInfo,
     list_encoders,
     load_encoder,
     pick_device,
 )
-from probe_core.evaluation.protocols import ProbeResult, run_probe
-from probe_core.probe import LinearProbe
-from probe_core.projection import Projection, project
+from probe_core.evaluation.protocols import ProbeResult
+from probe_core.projection import Projection
 from probe_core.roots import DEMO_ROOT
+from probe_core.study import Study, StudyProgress, StudySettings
 from probe_core.thumbnails import thumbnail_uri
 from probe_core.workspace import SessionWorkspace
 
@@ -35,22 +34,14 @@ DEMO_LABEL = "Bundled demo: 144 Noto emoji in 6 categories"
 
 
 @dataclass
-class ProbeSettings:
-    encoder: str = DEFAULT_ENCODER
-    test_size: float = 0.25
-    seed: int = 0
-    fixed_c: float | None = None
-
-
-@dataclass
-class Study:
+class Session:
     """What one browser session is looking at: a dataset and what was computed from it."""
 
     dataset: ImageDataset
     label: str
     embeddings: Embeddings | None = None
     result: ProbeResult | None = None
-    settings: ProbeSettings = field(default_factory=ProbeSettings)
+    settings: StudySettings = field(default_factory=StudySettings)
     projections: dict[tuple, Projection] = field(default_factory=dict)
     thumbnails: dict[int, str] = field(default_factory=dict)
     preview_strips: dict[str, list] = field(default_factory=dict)
@@ -112,14 +103,14 @@ def workspace_janitor() -> WorkspaceJanitor:
     return WorkspaceJanitor(float(st.get_option("server.disconnectedSessionTTL")))
 
 
-def study() -> Study | None:
+def study() -> Session | None:
     return st.session_state.get("study")
 
 
 def set_dataset(dataset: ImageDataset, label: str) -> None:
     """Start a new study; the previous one's results are dropped."""
-    settings = study().settings if study() else ProbeSettings()
-    st.session_state.study = Study(dataset=dataset, label=label, settings=settings)
+    settings = study().settings if study() else StudySettings()
+    st.session_state.study = Session(dataset=dataset, label=label, settings=settings)
 
 
 def load_demo() -> None:
@@ -151,20 +142,28 @@ def device_label() -> str:
     return {"cuda": "CUDA GPU", "mps": "Apple MPS", "cpu": "CPU"}[device.type]
 
 
-def embed_with_progress(current: Study, encoder: Encoder) -> Embeddings:
+def study_runner(current: Session, encoder: Encoder) -> Study:
+    """The library's study with this session's settings, shared encoder and cache."""
+    return Study(current.settings, cache=embedding_cache(), encoder=encoder)
+
+
+def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
     """Embed outside any cached function so the progress bar is live (cache hits are instant)."""
     bar = st.progress(0.0, text="Embedding…")
+    runner = study_runner(current, encoder)
 
-    def update(done: int, total: int, rate: float) -> None:
-        remaining = (total - done) / rate if rate > 0 else 0.0
+    def update(event: StudyProgress) -> None:
+        if event.stage != "embed":
+            return
+        remaining = (event.total - event.done) / event.rate if event.rate > 0 else 0.0
         bar.progress(
-            done / max(total, 1),
-            text=f"Embedding {done}/{total} images · {rate:.1f} images/s · ETA {remaining:.0f} s",
+            event.done / max(event.total, 1),
+            text=f"Embedding {event.done}/{event.total} images · {event.rate:.1f} images/s"
+            f" · ETA {remaining:.0f} s",
         )
 
-    embeddings = extract_embeddings(
-        current.dataset, encoder, cache=embedding_cache(), progress=update
-    )
+    runner.progress = update
+    embeddings = runner.embed(current.dataset)
     bar.progress(
         1.0,
         text=f"Embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from the cache,"
@@ -173,27 +172,22 @@ def embed_with_progress(current: Study, encoder: Encoder) -> Embeddings:
     return embeddings
 
 
-def fit_probe(current: Study) -> ProbeResult:
-    settings = current.settings
-    probe = LinearProbe(seed=settings.seed, C=settings.fixed_c)
-    return run_probe(
-        current.embeddings, test_size=settings.test_size, seed=settings.seed, probe=probe
-    )
+def fit_probe(current: Session, encoder: Encoder) -> ProbeResult:
+    return study_runner(current, encoder).evaluate(current.embeddings)
 
 
-def projection_for(current: Study, method: str, dims: int, n_neighbors: int, min_dist: float):
+def projection_for(current: Session, method: str, dims: int, n_neighbors: int, min_dist: float):
     """Computed once per setting and kept in the study."""
     key = (method, dims, n_neighbors, min_dist, current.settings.seed)
     if key not in current.projections:
         label = "UMAP (the first one in a server process compiles numba: about 10 s)"
         with st.status(f"Computing {label if method == 'umap' else 'PCA'}…") as status:
-            current.projections[key] = project(
-                current.embeddings.vectors,
+            current.projections[key] = Study(current.settings).project(
+                current.embeddings,
                 method=method,
                 n_components=dims,
                 n_neighbors=n_neighbors,
                 min_dist=min_dist,
-                seed=current.settings.seed,
             )
             status.update(
                 label=f"{method.upper()} done in {current.projections[key].seconds:.1f} s",
@@ -202,7 +196,7 @@ def projection_for(current: Study, method: str, dims: int, n_neighbors: int, min
     return current.projections[key]
 
 
-def thumbnails_for(current: Study, indices) -> dict[int, str]:
+def thumbnails_for(current: Session, indices) -> dict[int, str]:
     """Data-URI thumbnails of embedded images by embedding index (kept for reuse)."""
     by_path = {item.path: item for item in current.dataset.items}
     for index in indices:
@@ -215,7 +209,7 @@ def thumbnails_for(current: Study, indices) -> dict[int, str]:
     return {int(i): current.thumbnails[int(i)] for i in indices if int(i) in current.thumbnails}
 
 
-def require_results() -> Study | None:
+def require_results() -> Session | None:
     """The study with results, or a hint and None."""
     current = study()
     if current is None or current.result is None:

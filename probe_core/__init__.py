@@ -11,6 +11,7 @@ from .evaluation.metrics import Metrics
 from .evaluation.protocols import ProbeResult, run_probe
 from .probe import LinearProbe
 from .projection import Projection, project
+from .study import Study, StudyOutcome, StudyProgress, StudySettings
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -23,6 +24,10 @@ __all__ = [
     "ProbeResult",
     "Projection",
     "SkippedItem",
+    "Study",
+    "StudyOutcome",
+    "StudyProgress",
+    "StudySettings",
     "extract_embeddings",
     "list_encoders",
     "load_encoder",

@@ -41,6 +41,20 @@ class Embeddings:
     n_computed: int = 0
     n_from_cache: int = 0
     seconds: float = 0.0
+    sha256: list[str] = field(default_factory=list)  # hex digest of each file's bytes
+    splits: list[str] = field(default_factory=list)  # "train"/"val"/"test" in a split layout
+
+    def __post_init__(self) -> None:
+        # Rows built without files (tests, other tools) get no digests and no split layout.
+        if not self.sha256:
+            self.sha256 = [""] * len(self.paths)
+        if not self.splits:
+            self.splits = [""] * len(self.paths)
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether the images came in a dataset's own train/test folders."""
+        return any(self.splits)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -230,4 +244,6 @@ def extract_embeddings(
         n_computed=len(new_vectors),
         n_from_cache=sum(1 for i in kept if digests[i] in cached),
         seconds=time.perf_counter() - started,
+        sha256=[digests[i].hex() for i in kept],
+        splits=[items[i].split for i in kept],
     )

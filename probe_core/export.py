@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import plotly.graph_objects as go
 
 from .dataset import SkippedItem
 from .embed import Embeddings
+from .evaluation.duplicates import duplicates_table
+from .evaluation.label_issues import label_issues_table
 from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure
 from .probe import ProbeWeights
@@ -24,34 +25,28 @@ RUN_OUTPUTS = (
     "confusion.html",
     "umap.html",
     "skipped.csv",
+    "duplicates.csv",
+    "label_issues.csv",
 )
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a run was asked to do, recorded beside its results."""
-
-    source: str
-    encoder: str
-    device: str
-    test_size: float
-    seed: int
+MAP_OUTPUT = "umap.html"
 
 
 def predictions_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
-    """One row per held-out test image: path, true, predicted, and a probability per class."""
-    test = result.split.test
+    """One row per evaluated image (every image under cv): path, true, predicted, fold, and a
+    probability per class. ``fold`` is the cross-validation fold, or ``test``."""
+    evaluated = result.evaluated
     frame = pd.DataFrame(
         {
-            "path": [embeddings.paths[i] for i in test],
-            "true": [embeddings.class_names[embeddings.labels[i]] for i in test],
-            "predicted": [result.class_names[i] for i in result.test_predictions],
+            "path": [embeddings.paths[i] for i in evaluated],
+            "true": [result.class_names[i] for i in result.labels],
+            "predicted": [result.class_names[i] for i in result.predictions],
+            "fold": result.folds,
         }
     )
     frame["correct"] = frame["true"] == frame["predicted"]
-    frame["confidence"] = result.test_probabilities.max(axis=1)
+    frame["confidence"] = result.probabilities.max(axis=1)
     for column, name in enumerate(result.class_names):
-        frame[f"p({name})"] = result.test_probabilities[:, column]
+        frame[f"p({name})"] = result.probabilities[:, column]
     return frame
 
 
@@ -61,6 +56,7 @@ def embeddings_table(embeddings: Embeddings) -> pd.DataFrame:
             "path": embeddings.paths,
             "label": [embeddings.class_names[i] for i in embeddings.labels],
             "vector": list(embeddings.vectors.astype(np.float32)),
+            "sha256": embeddings.sha256,
         }
     )
 
@@ -69,14 +65,53 @@ def skipped_table(skipped: list[SkippedItem]) -> pd.DataFrame:
     return pd.DataFrame({"path": [s.path for s in skipped], "reason": [s.reason for s in skipped]})
 
 
-def metrics_document(embeddings: Embeddings, result: ProbeResult, settings: RunSettings) -> dict:
-    """metrics.json: settings, data summary, chosen C with its sweep, and every metric."""
+def result_duplicates_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
+    """duplicates.csv: ``group,path,label`` for every image in a group of two or more."""
+    if result.duplicates is None:
+        return pd.DataFrame(columns=["group", "path", "label"])
+    return duplicates_table(result.duplicates, embeddings.paths, embeddings.class_names)
+
+
+def result_label_issues_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
+    """label_issues.csv: ``path,given,suggested,score``, most suspicious first."""
+    return label_issues_table(result.label_issues, embeddings.paths, result.class_names)
+
+
+def protocol_document(result: ProbeResult) -> dict:
+    """The protocol that ran and why: metrics.json key ``"protocol"``."""
+    protocol = result.protocol
+    document = {
+        "name": protocol.name,
+        "description": protocol.describe(),
+        "reason": protocol.reason,
+        "n_evaluated": len(result.evaluated),
+        "scored": protocol.scored_sentence(len(result.evaluated)),
+    }
+    if protocol.name == "cv":
+        document |= {
+            "folds": protocol.n_folds,
+            "repeats": protocol.n_repeats,
+            "c_per_fold": [sweep.chosen_c for sweep in result.fold_sweeps],
+        }
+        if result.repeat_accuracies:
+            document["repeat_accuracies"] = result.repeat_accuracies
+    if protocol.name == "holdout":
+        document["test_size"] = protocol.test_size
+    return document
+
+
+def metrics_document(
+    embeddings: Embeddings, result: ProbeResult, settings: dict[str, object]
+) -> dict:
+    """metrics.json: settings, protocol, data summary, chosen C with its sweep, every metric."""
+    duplicates = result.duplicates
     return {
-        "settings": settings.__dict__,
+        "settings": settings,
+        "protocol": protocol_document(result),
         "encoder_id": embeddings.encoder_id,
         "n_images": len(embeddings),
-        "n_train": len(result.split.train),
-        "n_test": len(result.split.test),
+        "n_train": len(result.train),
+        "n_evaluated": len(result.evaluated),
         "n_skipped": len(embeddings.skipped),
         "classes": result.class_names,
         "excluded_classes": result.excluded_classes,
@@ -86,7 +121,15 @@ def metrics_document(embeddings: Embeddings, result: ProbeResult, settings: RunS
             "method": result.sweep.method,
             "c_values": list(result.sweep.c_values),
             "validation_accuracy": list(result.sweep.scores),
+            "extended": result.sweep.extended,
         },
+        "duplicates": {
+            "threshold": duplicates.threshold if duplicates else None,
+            "groups": len(duplicates.groups) if duplicates else 0,
+            "label_conflicts": len(duplicates.conflicts) if duplicates else 0,
+            "leaks": len(duplicates.leaks) if duplicates else 0,
+        },
+        "label_issues": len(result.label_issues),
         "metrics": result.metrics.to_dict(),
     }
 
@@ -100,21 +143,34 @@ def write_run(
     out_dir: str | Path,
     embeddings: Embeddings,
     result: ProbeResult,
-    projection: Projection,
-    settings: RunSettings,
+    settings: dict[str, object],
+    projection: Projection | None = None,
 ) -> list[Path]:
-    """Write every output file of a run into ``out_dir``; returns their paths."""
+    """Write a run's output files into ``out_dir`` (the map only with a projection)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in RUN_OUTPUTS}
+    paths = {name: out / name for name in RUN_OUTPUTS if name != MAP_OUTPUT}
     document = metrics_document(embeddings, result, settings)
     paths["metrics.json"].write_text(json.dumps(document, indent=2, allow_nan=True))
     predictions_table(embeddings, result).to_csv(paths["predictions.csv"], index=False)
     embeddings_table(embeddings).to_parquet(paths["embeddings.parquet"], index=False)
     write_figure(confusion_figure(result.metrics), paths["confusion.html"])
-    write_figure(embedding_figure(projection, embeddings, result), paths["umap.html"])
     skipped_table(embeddings.skipped).to_csv(paths["skipped.csv"], index=False)
-    return list(paths.values())
+    result_duplicates_table(embeddings, result).to_csv(paths["duplicates.csv"], index=False)
+    result_label_issues_table(embeddings, result).to_csv(paths["label_issues.csv"], index=False)
+    written = list(paths.values())
+    if projection is not None:
+        written.append(write_map(out, embeddings, result, projection))
+    return written
+
+
+def write_map(
+    out_dir: str | Path, embeddings: Embeddings, result: ProbeResult, projection: Projection
+) -> Path:
+    """The map as standalone HTML (``umap.html``, whichever method made it)."""
+    path = Path(out_dir) / MAP_OUTPUT
+    write_figure(embedding_figure(projection, embeddings, result), path)
+    return path
 
 
 def probe_to_safetensors(weights: ProbeWeights) -> bytes:

@@ -64,7 +64,8 @@ def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
         )
     )
     figure.update_layout(
-        title="Confusion matrix (test set)" + (", row-normalised" if normalize else ""),
+        title="Confusion matrix (every evaluated image)"
+        + (", row-normalised" if normalize else ""),
         xaxis={"title": "predicted class", "side": "bottom", "tickangle": -30},
         yaxis={"title": "true class", "autorange": "reversed"},
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
@@ -75,7 +76,7 @@ def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
 def map_frame(
     projection: Projection, embeddings: Embeddings, result: ProbeResult | None = None
 ) -> pd.DataFrame:
-    """One row per image: coordinates, path, true/predicted class, split, correctness."""
+    """One row per image: coordinates, path, true/predicted class, split or fold, correctness."""
     frame = pd.DataFrame(projection.coords, columns=["x", "y", "z"][: projection.n_components])
     frame["index"] = np.arange(len(embeddings))
     frame["path"] = embeddings.paths
@@ -84,14 +85,14 @@ def map_frame(
     frame["correct"] = NOT_SCORED
     frame["split"] = "excluded"
     if result is not None:
-        frame.loc[result.split.train, "split"] = "train"
-        frame.loc[result.split.test, "split"] = "test"
-        predicted = [result.class_names[i] for i in result.test_predictions]
-        frame.loc[result.split.test, "predicted"] = predicted
-        frame.loc[result.split.test, "correct"] = np.where(
-            frame.loc[result.split.test, "true"].to_numpy() == np.array(predicted),
-            "correct",
-            "wrong",
+        frame.loc[result.train, "split"] = "train"
+        evaluated = result.evaluated
+        frame.loc[evaluated, "split"] = [
+            "test" if fold == "test" else f"fold {fold}" for fold in result.folds
+        ]
+        frame.loc[evaluated, "predicted"] = [result.class_names[i] for i in result.predictions]
+        frame.loc[evaluated, "correct"] = np.where(
+            result.predictions == result.labels, "correct", "wrong"
         )
     return frame
 

@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 import plotly.io as pio
 
 from .embed import Embeddings
+from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import ProbeResult
+from .export import result_duplicates_table
 from .figures import confusion_figure, embedding_figure, sweep_figure
 from .projection import Projection
 
@@ -58,15 +60,31 @@ def html_report(
         for i, fig in enumerate(figures)
     ]
     notes = "".join(f"<li>{html.escape(m)}</li>" for m in result.messages)
+    issues = "".join(
+        f"<li>{html.escape(embeddings.paths[issue.index])}: labelled"
+        f" {html.escape(result.class_names[issue.given])}, looks like"
+        f" {html.escape(result.class_names[issue.suggested])} (score {issue.score:.2f})</li>"
+        for issue in result.label_issues
+    )
+    duplicates = result_duplicates_table(embeddings, result)
+    duplicate_rows = "".join(
+        f"<li>group {row.group}: {html.escape(str(row.path))} ({html.escape(str(row.label))})</li>"
+        for row in duplicates.itertuples()
+    )
     skipped = "".join(
         f"<li>{html.escape(s.path)}: {html.escape(s.reason)}</li>" for s in embeddings.skipped
     )
+    protocol = result.protocol
+    caveat = f" {CROSS_VALIDATION_CAVEAT}" if protocol.name == "cv" else ""
+    scored = protocol.scored_sentence(len(result.evaluated))
     summary = (
         f"Encoder <code>{html.escape(embeddings.encoder_id)}</code>; {len(result.used)} images in"
-        f" {len(result.class_names)} classes ({len(result.split.train)} train,"
-        f" {len(result.split.test)} held-out test); C = {result.chosen_c:.3g} chosen by"
-        f" {html.escape(result.sweep.method)} on training data only. Intervals: 95% bootstrap"
-        " over the test set. Created "
+        f" {len(result.class_names)} classes. Protocol: {html.escape(protocol.describe())}"
+        f" ({html.escape(protocol.reason)}). {html.escape(scored)}"
+        f" C = {result.chosen_c:.3g} chosen by {html.escape(result.sweep.method)}, never on"
+        f" scored images. Intervals: accuracy {html.escape(metrics.accuracy.method)};"
+        f" balanced accuracy {html.escape(metrics.balanced_accuracy.method)}; macro F1"
+        f" {html.escape(metrics.macro_f1.method)}.{html.escape(caveat)} Created "
     )
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -79,6 +97,8 @@ def html_report(
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {_rows(per_class)}</table>
 {"<h2>Notes</h2><ul>" + notes + "</ul>" if notes else ""}
+{"<h2>Possible label errors</h2><ul>" + issues + "</ul>" if issues else ""}
+{"<h2>Duplicates</h2><ul>" + duplicate_rows + "</ul>" if duplicate_rows else ""}
 <h2>Confusion matrix</h2>{plots[0]}
 <h2>Map</h2>{plots[1]}
 <h2>Choosing C</h2>{plots[2]}

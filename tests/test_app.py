@@ -87,7 +87,8 @@ def demo_run(app_env):
     assert_ok(at)
     return SimpleNamespace(
         at=at,
-        success=[s.value for s in at.success],
+        titles=values(at.title),
+        infos=values(at.info),
         warnings=[w.value for w in at.warning],
     )
 
@@ -226,10 +227,12 @@ def test_first_start_previews_the_bundled_demo():
 def test_run_probe_on_the_demo_embeds_fits_and_reports_accuracy(demo_run, app_env):
     result = study(demo_run.at).result
     assert result is not None
-    assert demo_run.success == [
-        f"Accuracy {result.metrics.accuracy} on {result.metrics.n_test} held-out images."
-    ]
-    assert result.metrics.n_test == 36
+    assert demo_run.titles == ["Results"]  # "Run probe" goes straight to the results
+    assert result.protocol.name == "cv"
+    assert any(
+        "Every image was scored by a probe that never saw it" in info for info in demo_run.infos
+    )
+    assert result.metrics.n_test == 144
     assert result.class_names == DEMO_CLASSES
     assert len(study(demo_run.at).embeddings) == 144
     assert demo_run.warnings == []
@@ -251,16 +254,18 @@ def test_results_page_shows_headline_metrics_each_with_a_95_ci(demo_run):
     for estimate in estimates.values():
         assert f"95% CI {estimate.low:.1%} to {estimate.high:.1%}" in captions
     assert sum(c.startswith("95% CI ") for c in captions) == 4
-    assert any(c.startswith("36 held-out test images, 108 train") for c in captions)
-    assert values(at.subheader) == [
+    assert any(c.startswith("144 images scored") for c in captions)
+    assert "out-of-fold predictions" in " ".join(captions)  # the cv caveat
+    assert values(at.subheader)[:5] == [
         "Confusion matrix",
         "Choosing C",
         "Per class",
         "Most confident mistakes",
+        "Possible label errors",
     ]
     per_class = at.dataframe[0].value
     assert list(per_class["name"]) == DEMO_CLASSES
-    assert per_class["support"].sum() == 36
+    assert per_class["support"].sum() == 144
 
 
 def test_clicking_a_confusion_cell_lists_its_held_out_images(demo_run):
@@ -278,7 +283,7 @@ def test_clicking_a_confusion_cell_lists_its_held_out_images(demo_run):
         count = int(m.confusion[row, col])
         assert count > 0
         images = "image" if count == 1 else "images"
-        heading = f"**{true_name} → {predicted_name}**: {count} held-out {images}"
+        heading = f"**{true_name} → {predicted_name}**: {count} scored {images}"
         assert heading in values(at.markdown)
         assert at.selectbox(key="cell_true").value == true_name
         assert at.selectbox(key="cell_predicted").value == predicted_name
@@ -358,15 +363,15 @@ def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
     assert weights.class_names == DEMO_CLASSES
     assert weights.encoder_id == embeddings.encoder_id
     np.testing.assert_allclose(weights.coef, np.asarray(document["coef"]), rtol=1e-6)
-    # The exported probe reproduces the app's held-out predictions.
-    test_vectors = embeddings.vectors[result.split.test]
-    predicted = weights.predict_proba(test_vectors).argmax(axis=1)
-    np.testing.assert_array_equal(predicted, result.test_predictions)
+    # The exported probe is the one fitted on all images: it reproduces its own predictions.
+    predicted = weights.predict_proba(embeddings.vectors).argmax(axis=1)
+    np.testing.assert_array_equal(predicted, result.probe.predict(embeddings.vectors))
 
     name, data = download(at, app_env.media, "Predictions (CSV)")
     assert name == "predictions.csv"
     predictions = pd.read_csv(io.BytesIO(data))
-    assert len(predictions) == 36
+    assert len(predictions) == 144  # every image, scored out of fold
+    assert set(predictions["fold"]) == {1, 2, 3, 4, 5}
     assert {"path", "true", "predicted", "correct", "confidence"} <= set(predictions.columns)
 
     name, data = download(at, app_env.media, "Embeddings (Parquet)")
@@ -410,9 +415,8 @@ def test_pages_without_results_offer_to_run_the_demo():
         assert [b.label for b in at.button] == ["Run the bundled demo"]
     button(at, "Run the bundled demo").click().run()
     assert_ok(at)
-    assert values(at.title) == ["Probe Studio"]  # back on the Data page
+    assert values(at.title) == ["Results"]  # the demo ran on the Data page, then results
     assert study(at).label == shared.DEMO_LABEL
-    assert any(s.startswith("Accuracy ") for s in values(at.success))
     open_page(at, RESULTS)
     assert "Accuracy" in metrics(at)
 
@@ -431,7 +435,7 @@ def test_browsed_folder_takes_classes_from_its_subfolders_and_runs():
     assert uploader(at, "browse_").value in (None, [])  # emptied once its files were taken
 
     run_probe(at)
-    assert any(s.startswith("Accuracy ") for s in values(at.success))
+    assert values(at.title) == ["Results"]
     open_page(at, RESULTS)
     assert list(metrics(at)) == ["Accuracy", "Balanced accuracy", "Macro F1"]  # no top-5
     assert list(at.dataframe[0].value["name"]) == ["blue", "green", "red"]
@@ -467,7 +471,7 @@ def test_an_upload_after_a_failed_zip_is_usable():
     assert_ok(at)
     assert values(at.subheader)[0] == "Uploaded folder"
     run_probe(at)
-    assert any(s.startswith("Accuracy ") for s in values(at.success)), values(at.error)
+    assert values(at.title) == ["Results"], values(at.error)
     assert len(study(at).embeddings) == 18
 
 
@@ -481,7 +485,7 @@ def test_a_failed_zip_upload_keeps_the_previous_upload_usable():
     assert values(at.error) == ["photos.zip: not a readable zip archive (File is not a zip file)"]
     assert values(at.subheader)[0] == "Uploaded folder"
     run_probe(at)
-    assert any(s.startswith("Accuracy ") for s in values(at.success)), values(at.error)
+    assert values(at.title) == ["Results"], values(at.error)
     assert len(study(at).embeddings) == 18
 
 
@@ -552,13 +556,12 @@ def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
     uploader(at, "browse_").set_value(files).run()
     assert_ok(at)
     run_probe(at)
-    assert any(s.startswith("Accuracy ") for s in values(at.success))
+    assert values(at.title) == ["Results"]
     assert len(study(at).embeddings) == 18
     warning = " ".join(values(at.warning))
     assert "red/broken.jpg" in warning and "green/notes.jpg" in warning
 
-    at.run()  # the next rerun (any interaction) lists every skipped file in the preview
-    assert_ok(at)
+    open_page(at, "pages/data.py")  # the preview lists every skipped file once known
     assert metrics(at)["Skipped files"] == "3"
     assert [e.label for e in at.expander] == ["Skipped files (3)"]
     table = at.expander[0].dataframe[0].value
@@ -580,7 +583,7 @@ def test_a_single_class_explains_that_two_are_needed():
     assert values(at.error) == ["Only one class (red): a probe needs at least two."]
 
     run_probe(at)
-    assert not at.success
+    assert values(at.title) == ["Probe Studio"]  # no results: the Data page stays
     assert len(at.error) == 2
     assert "at least two classes" in at.error[1].value
     assert study(at).result is None

@@ -22,6 +22,9 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 144 and len(metrics["classes"]) == 6
+    assert metrics["protocol"]["name"] == "cv" and metrics["protocol"]["folds"] == 5
+    assert "up to 5,000" in metrics["protocol"]["reason"]
+    assert metrics["n_evaluated"] == 144
     accuracy = metrics["metrics"]["accuracy"]
     assert accuracy["value"] > 3 * metrics["metrics"]["chance_accuracy"]  # chance is 1/6
     assert accuracy["low"] <= accuracy["value"] <= accuracy["high"]
@@ -29,8 +32,12 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     assert metrics["chosen_c"] in metrics["sweep"]["c_values"]
 
     predictions = pd.read_csv(out / "predictions.csv")
-    assert len(predictions) == metrics["n_test"]
-    assert {"path", "true", "predicted"} <= set(predictions.columns)
+    assert len(predictions) == 144  # every image, each scored out of fold
+    assert {"path", "true", "predicted", "fold"} <= set(predictions.columns)
+    assert sorted(predictions["fold"].unique()) == [1, 2, 3, 4, 5]
+    assert list(pd.read_csv(out / "duplicates.csv").columns) == ["group", "path", "label"]
+    issues = pd.read_csv(out / "label_issues.csv")
+    assert list(issues.columns) == ["path", "given", "suggested", "score"]
     assert {f"p({name})" for name in metrics["classes"]} <= set(predictions.columns)
     embeddings = pd.read_parquet(out / "embeddings.parquet")
     assert len(embeddings) == 144 and len(embeddings["vector"][0]) == 1280
@@ -38,6 +45,9 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
 
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "95% CI" in printed and "chosen C" in printed
+    assert "5-fold cross-validation" in printed and "never saw it" in printed
+    assert "duplicates" in printed and "label issues" in printed
+    assert "Clopper-Pearson" in printed
 
     again = main(
         [
@@ -87,3 +97,71 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     )
     assert code == 2
     assert "at least two classes" in capsys.readouterr().err
+
+
+def run_cli(tmp_path, folder, *extra: str) -> tuple[int, dict, pd.DataFrame]:
+    out = tmp_path / "out"
+    code = main(
+        ["run", str(folder), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *extra]
+    )
+    metrics = json.loads((out / "metrics.json").read_text()) if code == 0 else {}
+    predictions = pd.read_csv(out / "predictions.csv") if code == 0 else pd.DataFrame()
+    return code, metrics, predictions
+
+
+def test_holdout_protocol_scores_the_test_split_and_says_so(tmp_path, image_folder, capsys):
+    code, metrics, predictions = run_cli(
+        tmp_path, image_folder, "--protocol", "holdout", "--projection", "none"
+    )
+    assert code == 0
+    assert metrics["protocol"]["name"] == "holdout" and metrics["protocol"]["reason"] == "asked for"
+    assert len(predictions) == metrics["n_evaluated"] < 24
+    assert set(predictions["fold"]) == {"test"}
+    assert not (tmp_path / "out" / "umap.html").exists()  # --projection none skips the map
+    assert "held-out test split" in capsys.readouterr().out
+
+
+def test_a_folder_with_train_and_test_runs_the_given_protocol(tmp_path, capsys):
+    from tests.conftest import write_image_folder
+
+    write_image_folder(tmp_path / "data" / "Train", {"red": 6, "green": 6})
+    write_image_folder(tmp_path / "data" / "test", {"red": 3, "green": 3})
+    code, metrics, predictions = run_cli(tmp_path, tmp_path / "data", "--projection", "pca")
+    assert code == 0
+    assert metrics["protocol"]["name"] == "given"
+    assert len(predictions) == 6 and predictions["path"].str.startswith("test/").all()
+    assert "own train/ and test/" in capsys.readouterr().out
+
+
+def test_cv_repeats_print_the_spread(tmp_path, image_folder, capsys):
+    code, metrics, _ = run_cli(
+        tmp_path, image_folder, "--folds", "3", "--repeats", "3", "--projection", "none"
+    )
+    assert code == 0
+    assert metrics["protocol"]["folds"] == 3 and len(metrics["protocol"]["repeat_accuracies"]) == 3
+    assert "across repeats" in capsys.readouterr().out
+
+
+def test_the_summary_is_printed_before_the_map_is_computed(
+    tmp_path, image_folder, capsys, monkeypatch
+):
+    import probe_core.study
+
+    seen_before_map = []
+
+    def fake_project(vectors, **options):
+        seen_before_map.append(capsys.readouterr().out)
+        from probe_core.projection import project
+
+        return project(vectors, method="pca", n_components=options.get("n_components", 2))
+
+    monkeypatch.setattr(probe_core.study, "project", fake_project)
+    code, _, _ = run_cli(tmp_path, image_folder)
+    assert code == 0
+    assert seen_before_map and "accuracy" in seen_before_map[0]
+
+
+def test_given_protocol_on_a_plain_folder_is_a_clear_error(tmp_path, image_folder, capsys):
+    code, _, _ = run_cli(tmp_path, image_folder, "--protocol", "given", "--projection", "none")
+    assert code == 2
+    assert "train/ and test/" in capsys.readouterr().err

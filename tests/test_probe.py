@@ -51,11 +51,12 @@ def test_split_is_stratified_and_seeded():
 
 
 def test_probe_separates_clean_clusters():
-    result = run_probe(clustered_embeddings([30, 30, 30]), seed=0)
+    result = run_probe(clustered_embeddings([30, 30, 30]), protocol="holdout", seed=0)
     assert result.metrics.accuracy.value > 0.9
-    assert result.chosen_c in DEFAULT_C_GRID
+    assert result.chosen_c in result.sweep.c_values
+    assert set(DEFAULT_C_GRID) <= set(result.sweep.c_values)
     assert result.sweep.method == "validation split"
-    assert len(result.sweep.scores) == len(DEFAULT_C_GRID)
+    assert len(result.sweep.scores) == len(result.sweep.c_values)
 
 
 def test_choosing_c_never_looks_at_the_test_set():
@@ -97,9 +98,9 @@ def test_the_probe_is_fitted_on_train_rows_only(monkeypatch):
 def test_results_are_reproducible_with_a_fixed_seed():
     embeddings = clustered_embeddings([25, 25, 25], spread=1.0)
     first, second = run_probe(embeddings, seed=5), run_probe(embeddings, seed=5)
-    np.testing.assert_array_equal(first.split.test, second.split.test)
+    np.testing.assert_array_equal(first.evaluated, second.evaluated)
     assert first.chosen_c == second.chosen_c
-    np.testing.assert_array_equal(first.test_probabilities, second.test_probabilities)
+    np.testing.assert_array_equal(first.probabilities, second.probabilities)
     assert first.metrics.accuracy == second.metrics.accuracy
 
 
@@ -112,7 +113,7 @@ def test_after_choosing_c_the_probe_is_refit_on_all_training_data():
     from sklearn.linear_model import LogisticRegression
 
     direct = LogisticRegression(C=result.chosen_c, solver="lbfgs", max_iter=1000, random_state=0)
-    train = result.split.train
+    train = result.train
     direct.fit(embeddings.vectors[train].astype(np.float64), embeddings.labels[train])
     np.testing.assert_allclose(fitted.coef_, direct.coef_, atol=1e-6)
 
@@ -120,7 +121,7 @@ def test_after_choosing_c_the_probe_is_refit_on_all_training_data():
 def test_small_folders_choose_c_by_stratified_k_fold():
     result = run_probe(clustered_embeddings([5, 5, 5]), seed=0)
     assert "fold" in result.sweep.method
-    assert len(result.split.test) >= 3
+    assert len(result.evaluated) >= 3
 
 
 def test_a_fixed_c_skips_the_sweep():
@@ -135,8 +136,8 @@ def test_a_class_with_fewer_than_two_images_is_reported_and_excluded():
     assert result.excluded_classes == ["class_2"]
     assert any("class_2" in m and "only 1 usable image" in m for m in result.messages)
     lonely = embeddings.paths.index("class_2/24.png")
-    assert lonely not in result.split.train and lonely not in result.split.test
-    assert result.test_probabilities.shape[1] == 2
+    assert lonely not in result.train and lonely not in result.evaluated
+    assert result.probabilities.shape[1] == 2
 
 
 def test_a_single_class_is_a_clear_error():
@@ -159,4 +160,4 @@ def test_given_split_indices_are_respected():
     embeddings = clustered_embeddings([10, 10])
     split = Split(train=np.arange(0, 20, 2), test=np.arange(1, 20, 2))
     result = run_probe(embeddings, split=split)
-    np.testing.assert_array_equal(result.split.test, split.test)
+    np.testing.assert_array_equal(result.evaluated, split.test)

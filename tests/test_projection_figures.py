@@ -74,10 +74,11 @@ def test_correct_or_wrong_colouring_matches_the_predictions(run):
         project(embeddings.vectors, method="pca"), embeddings, result, "correct"
     )
     by_name = {trace.name: len(trace.x) for trace in figure.data}
-    wrong = int((result.test_predictions != embeddings.labels[result.split.test]).sum())
+    wrong = int((result.predictions != embeddings.labels[result.evaluated]).sum())
     assert by_name.get("wrong", 0) == wrong
-    assert by_name["correct"] == len(result.split.test) - wrong
-    assert by_name["train (not scored)"] == len(result.split.train)
+    assert by_name["correct"] == len(result.evaluated) - wrong
+    train_only = set(result.train.tolist()) - set(result.evaluated.tolist())
+    assert by_name.get("train (not scored)", 0) == len(train_only)
 
 
 def test_sweep_figure_marks_the_chosen_c(run):

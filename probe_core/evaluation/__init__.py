@@ -1,7 +1,28 @@
-"""Evaluation: protocols, splits, metrics and their intervals. One concept per module."""
+"""Evaluation: protocols, splits, metrics and their intervals, duplicates, label issues.
 
+One concept per module: ``protocols`` (cv, holdout, given, auto), ``splits``, ``metrics``,
+``intervals``, ``duplicates``, ``label_issues``.
+"""
+
+from .duplicates import DEFAULT_DUPLICATE_COSINE, Duplicates, find_duplicates
+from .intervals import Estimate
+from .label_issues import LabelIssue, find_label_issues
 from .metrics import Metrics
-from .protocols import ProbeResult, run_probe
+from .protocols import PROTOCOLS, ProbeResult, ProtocolChoice, run_probe
 from .splits import Split, stratified_split
 
-__all__ = ["Metrics", "ProbeResult", "Split", "run_probe", "stratified_split"]
+__all__ = [
+    "DEFAULT_DUPLICATE_COSINE",
+    "PROTOCOLS",
+    "Duplicates",
+    "Estimate",
+    "LabelIssue",
+    "Metrics",
+    "ProbeResult",
+    "ProtocolChoice",
+    "Split",
+    "find_duplicates",
+    "find_label_issues",
+    "run_probe",
+    "stratified_split",
+]

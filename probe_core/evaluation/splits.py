@@ -1,14 +1,19 @@
-"""Which images train and which are scored: stratified, seeded splits and usable classes."""
+"""Which images train and which are scored: stratified, seeded, duplicate-aware splits.
+
+A group (duplicate images, see ``duplicates.py``) never straddles train and test or two
+cross-validation folds: scikit-learn's ``StratifiedGroupKFold`` keeps it whole.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from ..embed import Embeddings
-from ..probe import MIN_IMAGES_PER_CLASS, ProbeError
+from ..probe import MIN_IMAGES_PER_CLASS, ProbeError, groups_per_class, has_groups
 
 
 @dataclass(frozen=True)
@@ -19,8 +24,14 @@ class Split:
     test: np.ndarray
 
 
-def stratified_split(labels: np.ndarray, test_size: float = 0.25, seed: int = 0) -> Split:
-    """A stratified, seeded train/test split with at least one test image per class."""
+def stratified_split(
+    labels: np.ndarray, test_size: float = 0.25, seed: int = 0, groups: np.ndarray | None = None
+) -> Split:
+    """A stratified, seeded train/test split with at least one test image per class.
+
+    With duplicate ``groups``, the test part is one fold of a ``StratifiedGroupKFold`` with
+    ``round(1 / test_size)`` folds, so its size is close to, not exactly, ``test_size``.
+    """
     labels = np.asarray(labels)
     n_classes = len(np.unique(labels))
     n_test = max(n_classes, int(np.ceil(test_size * len(labels))))
@@ -28,10 +39,51 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.25, seed: int = 0)
         raise ProbeError(
             f"{len(labels)} images are too few for a train/test split over {n_classes} classes"
         )
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed
-    )
+    if has_groups(groups):
+        n_splits = fold_count(labels, max(2, round(1 / test_size)), groups)
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class smaller than n_splits
+            train, test = next(folds.split(np.zeros(len(labels)), labels, groups))
+    else:
+        train, test = train_test_split(
+            np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed
+        )
     return Split(train=np.sort(train), test=np.sort(test))
+
+
+def fold_count(labels: np.ndarray, requested: int, groups: np.ndarray | None = None) -> int:
+    """``requested`` folds, fewer when the smallest class is smaller, never below 2.
+
+    With duplicate ``groups``, a class counts its groups, not its images: a fold holds
+    whole groups.
+    """
+    sizes = groups_per_class(labels, groups)
+    return max(2, min(requested, min(sizes.values(), default=2)))
+
+
+def classes_in_one_group(labels: np.ndarray, groups: np.ndarray | None) -> list[int]:
+    """Classes whose images are all copies of each other: none can be held out honestly."""
+    if not has_groups(groups):
+        return []
+    return [label for label, size in groups_per_class(labels, groups).items() if size < 2]
+
+
+def cross_validation_folds(
+    labels: np.ndarray, n_folds: int, seed: int = 0, groups: np.ndarray | None = None
+) -> list[Split]:
+    """Stratified k-fold (group-aware with duplicates): every index is tested exactly once."""
+    labels = np.asarray(labels)
+    if has_groups(groups):
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a class smaller than n_folds
+        return [
+            Split(train=np.sort(train), test=np.sort(test))
+            for train, test in splitter.split(np.zeros(len(labels)), labels, groups)
+        ]
 
 
 def usable_classes(embeddings: Embeddings) -> tuple[np.ndarray, list[str], list[str]]:
