@@ -14,13 +14,16 @@ from .cache import EmbeddingCache
 from .dataset import ArchiveError
 from .embed import Embeddings
 from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders
+from .evaluation.comparison import comparison_table
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from .evaluation.duplicates import summary as duplicates_summary
+from .evaluation.fewshot import crossing_sentence
 from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import AUTO_CV_LIMIT, DEFAULT_FOLDS, PROTOCOLS, ProbeResult
-from .export import write_map, write_run
+from .export import write_comparison, write_map, write_run
 from .probe import ProbeError
-from .study import Study, StudyOutcome, StudyProgress, StudySettings
+from .result_cache import HIT_MESSAGE, RESULTS_FOLDER, ResultCache
+from .study import ComparisonOutcome, Study, StudyOutcome, StudyProgress, StudySettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,12 +38,46 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("folder", help="folder with one subfolder per class, or a .zip of one")
     run.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"default: {DEFAULT_ENCODER}")
     run.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
-    )
-    run.add_argument(
         "--out", default="probe-results", help="output folder (default: probe-results)"
     )
-    run.add_argument(
+    run.add_argument("--projection", choices=("umap", "pca", "none"), default="umap")
+    _add_study_options(run)
+    compare = commands.add_parser(
+        "compare",
+        help="score several encoders on the same images and folds, and test every pair",
+    )
+    compare.add_argument("folder", help="folder with one subfolder per class, or a .zip of one")
+    compare.add_argument(
+        "--encoders",
+        required=True,
+        help="comma-separated encoder names, e.g."
+        f" {DEFAULT_ENCODER},baseline:pixels,open_clip:ViT-B-32",
+    )
+    compare.add_argument(
+        "--out", default="probe-comparison", help="output folder (default: probe-comparison)"
+    )
+    compare.add_argument(
+        "--fewshot",
+        action="store_true",
+        help="also draw few-shot curves: accuracy with k = 1, 2, 4, ... images per class",
+    )
+    compare.add_argument(
+        "--templates",
+        default=None,
+        help="zero-shot prompt templates, one per line with {} for the class name, in a"
+        " text file (default: open_clip's ImageNet templates)",
+    )
+    _add_study_options(compare)
+    commands.add_parser("encoders", help="list encoders and whether they need a download")
+    return parser
+
+
+def _add_study_options(command: argparse.ArgumentParser) -> None:
+    """Options shared by run and compare: protocol, seed, device and cache."""
+    command.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+    command.add_argument(
         "--protocol",
         choices=PROTOCOLS,
         default="auto",
@@ -48,38 +85,66 @@ def _parser() -> argparse.ArgumentParser:
         f" {AUTO_CV_LIMIT:,} images, holdout above; cv: nested stratified k-fold, every"
         " image scored; holdout: one held-out split; given: the folder's own train/test",
     )
-    run.add_argument(
+    command.add_argument(
         "--folds",
         type=int,
         default=DEFAULT_FOLDS,
         help=f"cross-validation folds (default {DEFAULT_FOLDS}; fewer when a class is smaller)",
     )
-    run.add_argument(
+    command.add_argument(
         "--repeats",
         type=int,
         default=1,
         help="cv: re-run with other fold seeds and report the spread (default 1)",
     )
-    run.add_argument(
+    command.add_argument(
         "--test-size", type=float, default=0.25, help="holdout: test fraction (default 0.25)"
     )
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument(
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument(
         "--duplicate-threshold",
         type=float,
         default=DEFAULT_DUPLICATE_COSINE,
         help="cosine similarity at which two images count as duplicates"
         f" (default {DEFAULT_DUPLICATE_COSINE}); identical files always do",
     )
-    run.add_argument(
+    command.add_argument(
         "--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on MPS, 16 on CPU"
     )
-    run.add_argument("--workers", type=int, default=None, help="image-decoding worker processes")
-    run.add_argument("--projection", choices=("umap", "pca", "none"), default="umap")
-    run.add_argument("--cache-dir", default=None, help="embedding cache folder")
-    run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    commands.add_parser("encoders", help="list encoders and whether they need a download")
-    return parser
+    command.add_argument(
+        "--workers", type=int, default=None, help="image-decoding worker processes"
+    )
+    command.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache folder: embeddings, and probe results in its results/ subfolder",
+    )
+    command.add_argument(
+        "--no-cache", action="store_true", help="do not read or write either cache"
+    )
+
+
+def _caches(args: argparse.Namespace) -> dict[str, EmbeddingCache | ResultCache | None]:
+    """The embedding and result caches as ``Study`` keyword arguments (none with --no-cache)."""
+    if args.no_cache:
+        return {"cache": None, "result_cache": None}
+    results = Path(args.cache_dir) / RESULTS_FOLDER if args.cache_dir else None
+    return {"cache": EmbeddingCache(args.cache_dir), "result_cache": ResultCache(results)}
+
+
+def _settings(args: argparse.Namespace, **extra) -> StudySettings:
+    return StudySettings(
+        device=args.device,
+        protocol=args.protocol,
+        folds=args.folds,
+        repeats=args.repeats,
+        test_size=args.test_size,
+        seed=args.seed,
+        duplicate_threshold=args.duplicate_threshold,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        **extra,
+    )
 
 
 class _ProgressPrinter:
@@ -100,7 +165,12 @@ class _ProgressPrinter:
             self.bar.refresh()
             return
         self.close()
-        if event.stage == "evaluate":
+        if event.stage == "evaluate" and event.message == HIT_MESSAGE:
+            print(
+                "probe result from cache (same images, same settings): no refit",
+                file=sys.stderr,
+            )
+        elif event.stage == "evaluate":
             print("fitting and scoring the probe…", file=sys.stderr)
         elif event.stage == "project":
             print(f"computing the {event.message.upper()} map…", file=sys.stderr)
@@ -112,22 +182,9 @@ class _ProgressPrinter:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = StudySettings(
-        encoder=args.encoder,
-        device=args.device,
-        protocol=args.protocol,
-        folds=args.folds,
-        repeats=args.repeats,
-        test_size=args.test_size,
-        seed=args.seed,
-        duplicate_threshold=args.duplicate_threshold,
-        projection=args.projection,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
+    settings = _settings(args, encoder=args.encoder, projection=args.projection)
     progress = _ProgressPrinter()
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
-    study = Study(settings, cache=cache, progress=progress)
+    study = Study(settings, progress=progress, **_caches(args))
     dataset = study.scan(args.folder)
     print(
         f"{len(dataset)} image files in {len(dataset.class_names)} classes; "
@@ -204,6 +261,62 @@ def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
         print(f"skipped          ... and {len(embeddings.skipped) - 10} more (see skipped.csv)")
 
 
+def _compare(args: argparse.Namespace) -> int:
+    names = [name.strip() for name in args.encoders.split(",") if name.strip()]
+    templates = None
+    if args.templates:
+        lines = Path(args.templates).read_text(encoding="utf-8").splitlines()
+        templates = [line for line in lines if "{}" in line]
+        if not templates:
+            print(f"error: {args.templates} has no template with {{}}", file=sys.stderr)
+            return 2
+    progress = _ProgressPrinter()
+    study = Study(_settings(args), progress=progress, **_caches(args))
+    dataset = study.scan(args.folder)
+    if not dataset.items:
+        print("error: no images found (expected one subfolder per class)", file=sys.stderr)
+        return 2
+    outcome = study.compare(dataset, names, fewshot=args.fewshot, zero_shot_templates=templates)
+    progress.close()
+    write_comparison(args.out, outcome)
+    _print_comparison(outcome)
+    print(f"results written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _print_comparison(outcome: ComparisonOutcome) -> None:
+    comparison = outcome.comparison
+    protocol = comparison.protocol
+    print()
+    print(f"protocol   {protocol.describe()}; the same folds for every encoder")
+    print(f"scored     {protocol.scored_sentence(len(comparison.paths))}")
+    print()
+    print(comparison_table(comparison).round(3).to_string(index=False))
+    print()
+    for pair in comparison.pairs:
+        print(
+            f"{pair.sentence()} (only {pair.a} right: {pair.only_a_correct},"
+            f" only {pair.b} right: {pair.only_b_correct})"
+        )
+    for name, result in outcome.zero_shot.items():
+        if result.available:
+            print(f"zero-shot  {name}: accuracy {result.accuracy}")
+        else:
+            print(f"zero-shot  {result.reason}")
+    accuracies = outcome.zero_shot_accuracies()
+    for curve in outcome.fewshot:
+        points = ", ".join(f"k={p.k}: {p.accuracy:.3f}" for p in curve.points)
+        print(f"few-shot   {curve.encoder}: {points or 'no curve'}")
+        if curve.encoder in accuracies:
+            print(f"           {crossing_sentence(curve, accuracies[curve.encoder])}")
+        for message in curve.messages:
+            print(f"           {message}")
+    for warning in outcome.warnings:
+        print(f"warning    {warning}")
+    for message in comparison.messages:
+        print(f"note       {message}")
+
+
 def _encoders() -> int:
     for info in list_encoders():
         flag = "needs download" if info.needs_download else "available offline"
@@ -218,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "encoders":
             return _encoders()
+        if args.command == "compare":
+            return _compare(args)
         return _run(args)
     except (EncoderError, ProbeError, ArchiveError, FileNotFoundError, NotADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,12 +12,17 @@ import plotly.graph_objects as go
 
 from .dataset import SkippedItem
 from .embed import Embeddings
+from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table
+from .evaluation.fewshot import fewshot_figure, fewshot_table
 from .evaluation.label_issues import label_issues_table
 from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure
 from .probe import ProbeWeights
 from .projection import Projection
+
+if TYPE_CHECKING:
+    from .study import ComparisonOutcome
 
 RUN_OUTPUTS = (
     "metrics.json",
@@ -250,3 +256,47 @@ def read_probe_file(data: bytes) -> ProbeWeights:
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     header_length = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
+
+
+COMPARISON_OUTPUTS = ("comparison.csv", "pairs.csv", "per_image.csv", "zero_shot.csv")
+
+
+def zero_shot_table(outcome: ComparisonOutcome) -> pd.DataFrame:
+    """One row per encoder: zero-shot accuracy with its interval, or why there is none."""
+    rows = []
+    for name, result in outcome.zero_shot.items():
+        accuracy = result.accuracy
+        rows.append(
+            {
+                "encoder": name,
+                "available": result.available,
+                "accuracy": accuracy.value if accuracy else np.nan,
+                "accuracy_low": accuracy.low if accuracy else np.nan,
+                "accuracy_high": accuracy.high if accuracy else np.nan,
+                "reason": result.reason,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_comparison(out_dir: str | Path, outcome: ComparisonOutcome) -> list[Path]:
+    """comparison.csv, pairs.csv, per_image.csv, zero_shot.csv, and fewshot.csv if drawn."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = outcome.comparison
+    tables = {
+        "comparison.csv": comparison_table(comparison),
+        "pairs.csv": pairs_table(comparison),
+        "per_image.csv": per_image_table(comparison),
+        "zero_shot.csv": zero_shot_table(outcome),
+    }
+    if outcome.fewshot:
+        tables["fewshot.csv"] = fewshot_table(outcome.fewshot)
+    for name, table in tables.items():
+        table.to_csv(out / name, index=False)
+    if outcome.fewshot:
+        write_figure(
+            fewshot_figure(outcome.fewshot, zero_shot=outcome.zero_shot_accuracies()),
+            out / "fewshot.html",
+        )
+    return [out / name for name in tables]

@@ -12,19 +12,30 @@ Each stage is also callable on its own (the app embeds, evaluates and maps on de
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .cache import EmbeddingCache
 from .dataset import ImageDataset, scan
-from .embed import Embeddings, extract_embeddings
-from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from .embed import Embeddings, encode_items, extract_embeddings
+from .encoders import DEFAULT_ENCODER, Encoder, is_weight_free, load_encoder
+from .evaluation.comparison import (
+    Comparison,
+    align_by_path,
+    baseline_warnings,
+    compare_encoders,
+)
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
+from .evaluation.fewshot import FewShotCurve, fewshot_curve
 from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, run_probe
-from .probe import LinearProbe
+from .evaluation.zeroshot import ZeroShotResult, zero_shot
+from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
+from .result_cache import HIT_MESSAGE, ResultCache, result_key
 
-STAGES = ("scan", "load encoder", "embed", "evaluate", "project")
+STAGES = ("scan", "load encoder", "embed", "evaluate", "few-shot", "project")
+THROUGHPUT_SAMPLE = 32  # images timed per encoder when the cache held the embeddings
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,25 @@ ProgressListener = Callable[[StudyProgress], None]
 
 
 @dataclass
+class ComparisonOutcome:
+    """Several encoders scored on the same images and folds, with what helps decide."""
+
+    dataset: ImageDataset
+    embeddings: dict[str, Embeddings]  # aligned: the same images in the same order
+    comparison: Comparison
+    fewshot: list[FewShotCurve]
+    zero_shot: dict[str, ZeroShotResult]
+    warnings: list[str]  # e.g. "a trivial baseline does about as well"
+
+    def zero_shot_accuracies(self) -> dict[str, float]:
+        return {
+            name: result.accuracy.value
+            for name, result in self.zero_shot.items()
+            if result.available and result.accuracy is not None
+        }
+
+
+@dataclass
 class StudyOutcome:
     """What a whole study produced."""
 
@@ -74,7 +104,9 @@ class Study:
     """Runs a study with the given settings; the encoder is loaded once, on first need.
 
     ``encoder`` may be given (the app shares one per server process); ``cache`` is the
-    embedding cache (``None``: embed everything); ``progress`` receives ``StudyProgress``.
+    embedding cache (``None``: embed everything); ``result_cache`` keeps probe results, so
+    the same embeddings with the same settings are not refitted (``None``: always fit);
+    ``progress`` receives ``StudyProgress``.
     """
 
     def __init__(
@@ -82,11 +114,13 @@ class Study:
         settings: StudySettings | None = None,
         *,
         cache: EmbeddingCache | None = None,
+        result_cache: ResultCache | None = None,
         encoder: Encoder | None = None,
         progress: ProgressListener | None = None,
     ):
         self.settings = settings or StudySettings()
         self.cache = cache
+        self.result_cache = result_cache
         self._encoder = encoder
         self.progress = progress or (lambda event: None)
 
@@ -118,18 +152,29 @@ class Study:
         )
 
     def evaluate(self, embeddings: Embeddings) -> ProbeResult:
+        """Fit and score the probe, or take the result of the same embeddings and settings
+        from the result cache (reported as an "evaluate" event with ``HIT_MESSAGE``)."""
         settings = self.settings
+        options = {
+            "protocol": settings.protocol,
+            "folds": settings.folds,
+            "repeats": settings.repeats,
+            "test_size": settings.test_size,
+            "seed": settings.seed,
+            "probe": LinearProbe(seed=settings.seed, C=settings.fixed_c),
+            "duplicate_threshold": settings.duplicate_threshold,
+        }
+        cache = self.result_cache
+        key = result_key(embeddings, **options) if cache is not None else ""
+        cached = cache.lookup(key) if cache is not None else None
+        if cached is not None:
+            self.progress(StudyProgress("evaluate", message=HIT_MESSAGE))
+            return cached
         self.progress(StudyProgress("evaluate", message=settings.protocol))
-        return run_probe(
-            embeddings,
-            protocol=settings.protocol,
-            folds=settings.folds,
-            repeats=settings.repeats,
-            test_size=settings.test_size,
-            seed=settings.seed,
-            probe=LinearProbe(seed=settings.seed, C=settings.fixed_c),
-            duplicate_threshold=settings.duplicate_threshold,
-        )
+        result = run_probe(embeddings, **options)
+        if cache is not None:
+            cache.store(key, result)
+        return result
 
     def project(self, embeddings: Embeddings, **options) -> Projection:
         """The map of the embeddings (``settings.projection`` unless ``method=`` is given)."""
@@ -137,6 +182,91 @@ class Study:
         options.setdefault("seed", self.settings.seed)
         self.progress(StudyProgress("project", message=options["method"]))
         return project(embeddings.vectors, **options)
+
+    def compare(
+        self,
+        source: str | os.PathLike[str] | ImageDataset,
+        encoder_names: Sequence[str],
+        *,
+        encoders: Mapping[str, Encoder] | None = None,
+        fewshot: bool = False,
+        zero_shot_templates: Sequence[str] | None = None,
+    ) -> ComparisonOutcome:
+        """Embed with every encoder (from the cache where possible), then score them all on
+        the same folds, test every pair, and add few-shot curves and zero-shot if asked."""
+        names = list(dict.fromkeys(encoder_names))
+        if len(names) < 2:
+            raise ProbeError("a comparison needs at least two different encoders")
+        dataset = source if isinstance(source, ImageDataset) else self.scan(source)
+        loaded = dict(encoders or {})
+        embeddings: dict[str, Embeddings] = {}
+        rates: dict[str, float] = {}
+        for name in names:
+            encoder = loaded.get(name) or load_encoder(name, device=self.settings.device)
+            loaded[name] = encoder
+            self._encoder = encoder
+            self.progress(StudyProgress("load encoder", message=name))
+            embeddings[name] = self.embed(dataset)
+            rates[name] = self._images_per_second(dataset, encoder, embeddings[name])
+        settings = self.settings
+        self.progress(StudyProgress("evaluate", message="comparison"))
+        comparison = compare_encoders(
+            embeddings,
+            protocol=settings.protocol,
+            folds=settings.folds,
+            repeats=settings.repeats,
+            test_size=settings.test_size,
+            seed=settings.seed,
+            duplicate_threshold=settings.duplicate_threshold,
+            images_per_second=rates,
+            probe=LinearProbe(seed=settings.seed, C=settings.fixed_c),
+            near_duplicate_encoders=[n for n in names if not is_weight_free(n)] or names,
+        )
+        aligned, _ = align_by_path(embeddings)
+        zero_shots = {
+            name: zero_shot(
+                aligned[name],
+                loaded[name],
+                comparison.results[name],
+                templates=zero_shot_templates,
+            )
+            for name in names
+        }
+        curves = []
+        if fewshot:
+            for name in names:
+                self.progress(StudyProgress("few-shot", message=name))
+                curves.append(
+                    fewshot_curve(
+                        aligned[name],
+                        comparison.results[name],
+                        seed=settings.seed,
+                        encoder_name=name,
+                        groups=comparison.groups,
+                    )
+                )
+        return ComparisonOutcome(
+            dataset=dataset,
+            embeddings=aligned,
+            comparison=comparison,
+            fewshot=curves,
+            zero_shot=zero_shots,
+            warnings=baseline_warnings(comparison, is_weight_free),
+        )
+
+    def _images_per_second(
+        self, dataset: ImageDataset, encoder: Encoder, embeddings: Embeddings
+    ) -> float:
+        """The encoder's throughput, files to vectors: measured while embedding, or, when
+        the cache supplied (nearly) everything, on a small sample of the images."""
+        if embeddings.n_computed >= THROUGHPUT_SAMPLE and embeddings.seconds > 0:
+            return embeddings.n_computed / embeddings.seconds
+        sample = dataset.items[:THROUGHPUT_SAMPLE]
+        if not sample:
+            return float("nan")
+        started = time.perf_counter()
+        encode_items(sample, encoder, batch_size=self.settings.batch_size, num_workers=0)
+        return len(sample) / (time.perf_counter() - started)
 
     def run(
         self,

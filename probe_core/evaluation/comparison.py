@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +126,7 @@ class Comparison:
     results: dict[str, ProbeResult]  # encoder name -> its full probe run
     protocol: ProtocolChoice
     messages: tuple[str, ...] = ()
+    groups: np.ndarray | None = None  # the duplicate groups every encoder was split by
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -143,16 +144,20 @@ def compare_encoders(
     duplicate_threshold: float | None = DEFAULT_DUPLICATE_COSINE,
     images_per_second: Mapping[str, float] | None = None,
     probe: LinearProbe | None = None,
+    near_duplicate_encoders: Collection[str] | None = None,
 ) -> Comparison:
     """Score a linear probe per encoder on the same images and folds, and compare every pair.
 
     Keys of ``embeddings_by_encoder`` name the encoders in every table and sentence.
     ``duplicate_threshold=None`` turns duplicate grouping off (as in ``run_probe``).
+    ``near_duplicate_encoders`` names the encoders whose near-duplicates shape the shared
+    groups (default: all); the others contribute identical files only.
     """
     if len(embeddings_by_encoder) < 2:
         raise ValueError("a comparison needs the embeddings of at least two encoders")
     aligned, messages = align_by_path(embeddings_by_encoder)
-    groups = shared_duplicate_groups(aligned.values(), duplicate_threshold)
+    near = [near_duplicate_encoders is None or name in near_duplicate_encoders for name in aligned]
+    groups = shared_duplicate_groups(aligned.values(), duplicate_threshold, near)
     n_linked = int(np.sum(np.bincount(groups)[groups] > 1))
     if n_linked:
         messages.append(
@@ -212,6 +217,7 @@ def compare_encoders(
         results=results,
         protocol=first.protocol,
         messages=tuple(messages),
+        groups=groups,
     )
 
 
@@ -265,26 +271,31 @@ def align_by_path(
 
 
 def shared_duplicate_groups(
-    embeddings: Iterable[Embeddings], threshold: float | None = DEFAULT_DUPLICATE_COSINE
+    embeddings: Iterable[Embeddings],
+    threshold: float | None = DEFAULT_DUPLICATE_COSINE,
+    near: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """One group id per image: linked by identical bytes or near-duplicate under any encoder.
 
     The groups are the connected components of the union of every encoder's duplicate
-    groups. With ``threshold=None`` every image is its own group.
+    groups. With ``threshold=None`` every image is its own group. ``near`` (one flag per
+    encoder) says whose near-duplicates count; the others link identical vectors only
+    (a pixel baseline calls many distinct images on white backgrounds near-identical).
     """
     embeddings = list(embeddings)
     n = len(embeddings[0])
     if threshold is None:
         return np.arange(n)
+    near = [True] * len(embeddings) if near is None else list(near)
     # A bipartite graph: image i is joined to node (offset of encoder e) + its group under e.
     rows, cols, offset = [], [], n
-    for item in embeddings:
+    for item, counts_near in zip(embeddings, near, strict=True):
         digests = [d or f"row {i}" for i, d in enumerate(item.sha256)]
         duplicates = find_duplicates(
             item.vectors,
             digests,
             item.labels,
-            threshold=threshold,
+            threshold=threshold if counts_near else 1.0,
             splits=item.splits if item.has_splits else None,
         )
         rows.append(np.arange(n))
