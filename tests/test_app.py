@@ -441,6 +441,41 @@ def test_browsed_folder_takes_classes_from_its_subfolders_and_runs():
     assert list(at.dataframe[0].value["name"]) == ["blue", "green", "red"]
 
 
+def test_a_folder_with_its_own_train_and_test_runs_the_given_protocol():
+    at = new_app()
+    files = folder_upload(["red", "green"], per_class=6, top="data/train")
+    files += folder_upload(["red", "green"], per_class=3, top="data/Test")
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    assert any("ships its own split (train/ 12, test/ 6 images)" in i for i in values(at.info))
+    run_probe(at)
+    result = study(at).result
+    assert result.protocol.name == "given"
+    assert len(result.evaluated) == 6
+    assert any("own train/ and test/ folders" in info for info in values(at.info))
+    assert any("6 images of the test/ folder were scored" in info for info in values(at.info))
+
+
+def test_duplicates_and_label_issues_are_shown_with_thumbnails():
+    at = new_app()
+    files = folder_upload(["red", "green", "blue"], per_class=8)
+    copied = files[0][1]  # a red image, also filed under green: a label conflict
+    files.append(("data/green/copy_of_red.png", copied, "image/png"))
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    run_probe(at)
+    result = study(at).result
+    assert len(result.duplicates.conflicts) == 1
+    headings = values(at.subheader)
+    assert "Possible label errors" in headings and "Duplicates" in headings
+    group = next(m for m in values(at.markdown) if m.startswith("**Group "))
+    assert "identical files" in group and "label conflict" in group
+    captions = values(at.caption)
+    assert any(c.endswith("· copy_of_red.png") for c in captions)
+    downloads = [d.label for d in at.get("download_button")]
+    assert "Download duplicates.csv" in downloads and "Download label_issues.csv" in downloads
+
+
 def test_zip_upload_takes_classes_from_its_folders():
     at = new_app()
     archive = zipped(folder_upload(["red", "green", "blue"], per_class=4))

@@ -94,3 +94,16 @@ def test_html_report_is_standalone():
     assert not re.search(r"<script[^>]*src=[\"']?https?:", page)  # nothing from the network
     assert "Confusion matrix" in page and "Choosing C" in page
     assert str(result.metrics.accuracy) in page
+
+
+def test_html_report_says_which_protocol_ran_and_what_the_intervals_mean():
+    embeddings = clustered_embeddings([10, 10, 10])
+    embeddings.sha256 = [f"file {i}" for i in range(30)]
+    embeddings.sha256[12] = embeddings.sha256[3]  # the same file filed in two classes
+    result = run_probe(embeddings, protocol="cv", seed=0)
+    page = html_report(embeddings, result, project(embeddings.vectors, method="pca"))
+    assert "5-fold cross-validation" in page
+    assert "Every image was scored by a probe that never saw it" in page
+    assert "Clopper-Pearson" in page and "Brodersen" in page and "Dirichlet" in page
+    assert "approximate" in page  # the cross-validation caveat
+    assert "<h2>Duplicates</h2>" in page and embeddings.paths[12] in page
