@@ -209,13 +209,12 @@ def run_probe(
 
     X = embeddings.vectors
     if choice.name == "cv":
-        outcome = _cross_validate(X, y, used, split_groups, base, choice, seed)
+        scoring = _cross_validate(X, y, used, split_groups, base, choice, seed)
     elif choice.name == "holdout":
-        outcome = _holdout(X, y, used, split_groups, base, split, test_size, seed)
+        scoring = _holdout(X, y, used, split_groups, base, split, test_size, seed)
     else:
-        outcome = _given(embeddings, X, y, used, split_groups, base, kept_names)
-    evaluated, fold_names, probabilities, final, train, fold_sweeps, repeat_accuracies = outcome
-
+        scoring = _given(embeddings, X, y, used, split_groups, base, kept_names)
+    evaluated, probabilities = scoring.evaluated, scoring.probabilities
     predictions = np.argmax(probabilities, axis=1)
     metrics = compute_metrics(y[evaluated], predictions, probabilities, kept_names, seed=seed)
     issues = find_label_issues(y[evaluated], probabilities, indices=evaluated)
@@ -223,25 +222,38 @@ def run_probe(
         messages += _duplicate_messages(duplicates, choice)
     return ProbeResult(
         protocol=choice,
-        probe=final,
+        probe=scoring.final,
         class_names=kept_names,
         evaluated=evaluated,
-        folds=fold_names,
+        folds=scoring.folds,
         labels=y[evaluated],
         predictions=predictions,
         probabilities=probabilities,
         metrics=metrics,
-        train=train,
-        sweep=final.sweep_,
+        train=scoring.train,
+        sweep=scoring.final.sweep_,
         used=used,
-        fold_sweeps=fold_sweeps,
-        repeat_accuracies=repeat_accuracies,
+        fold_sweeps=scoring.fold_sweeps,
+        repeat_accuracies=scoring.repeat_accuracies,
         duplicates=duplicates,
         label_issues=issues,
         excluded_classes=excluded,
         messages=messages,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass
+class _Scoring:
+    """What a protocol hands back: the scored images and the probe kept for export."""
+
+    evaluated: np.ndarray
+    folds: list[str]
+    probabilities: np.ndarray
+    final: LinearProbe
+    train: np.ndarray
+    fold_sweeps: list[SweepResult] = field(default_factory=list)
+    repeat_accuracies: list[float] = field(default_factory=list)
 
 
 def _probabilities(probe: LinearProbe, X: np.ndarray, n_classes: int) -> np.ndarray:
@@ -273,7 +285,7 @@ def _cross_validate(X, y, used, groups, base, choice: ProtocolChoice, seed: int)
         if repeat == 0:
             first_probabilities = probabilities
     final = clone(base).set_params(selection="kfold").fit(X[used], y[used], groups=groups[used])
-    return (
+    return _Scoring(
         used,
         first_folds,
         first_probabilities,
@@ -291,7 +303,7 @@ def _holdout(X, y, used, groups, base, split, test_size: float, seed: int):
         split = Split(train=used[inner.train], test=used[inner.test])
     final = clone(base).fit(X[split.train], y[split.train], groups=groups[split.train])
     probabilities = _probabilities(final, X[split.test], n_classes)
-    return split.test, [TEST_FOLD] * len(split.test), probabilities, final, split.train, [], []
+    return _Scoring(split.test, [TEST_FOLD] * len(split.test), probabilities, final, split.train)
 
 
 def _given(embeddings: Embeddings, X, y, used, groups, base, kept_names: list[str]):
@@ -313,7 +325,7 @@ def _given(embeddings: Embeddings, X, y, used, groups, base, kept_names: list[st
     else:
         final = clone(base).fit(X[train], y[train], groups=groups[train])
     probabilities = _probabilities(final, X[test], len(kept_names))
-    return test, [TEST_FOLD] * len(test), probabilities, final, train, [], []
+    return _Scoring(test, [TEST_FOLD] * len(test), probabilities, final, train)
 
 
 def _duplicate_messages(duplicates: Duplicates, choice: ProtocolChoice) -> list[str]:
