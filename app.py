@@ -12,6 +12,7 @@ navigation = st.navigation(
     [
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
         st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
         st.Page("pages/predict_export.py", title="Predict & export", icon=":material/download:"),
     ]

@@ -37,8 +37,9 @@ def headline(current: shared.Session) -> None:
         )
         column.caption(f"95% CI {estimate.low:.1%} to {estimate.high:.1%}")
     protocol = result.protocol
+    described = protocol.describe()
     st.info(
-        f"**{protocol.describe().capitalize()}**: {protocol.reason}."
+        f"**{described[0].upper() + described[1:]}**: {protocol.reason}."
         f" {protocol.scored_sentence(len(result.evaluated))}",
         icon=":material/verified:",
     )

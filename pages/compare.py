@@ -1,0 +1,367 @@
+"""Compare: several encoders on the loaded images, same folds, paired tests, zero- and few-shot."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+import pandas as pd
+import streamlit as st
+
+from pages import shared
+from probe_core.encoders import EncoderError, EncoderInfo
+from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
+from probe_core.evaluation.fewshot import crossing_sentence, fewshot_figure, fewshot_table
+from probe_core.evaluation.intervals import Estimate
+from probe_core.evaluation.zeroshot import default_templates, template_text
+from probe_core.figures import confusion_figure, embedding_figure
+from probe_core.probe import ProbeError
+from probe_core.projection import Projection, project
+from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
+from probe_core.thumbnails import thumbnail_uri
+
+BASELINE = "baseline:pixels"
+MAP_KEY_PREFIX = "compare_map_"
+
+
+@dataclass
+class ComparisonRun:
+    """A finished comparison, kept in the session so that reruns only redraw it."""
+
+    outcome: ComparisonOutcome
+    settings: StudySettings
+    seconds: float
+    number: int  # part of the map widget keys: a new comparison starts with no selection
+    fewshot_asked: bool
+    projections: dict[tuple[str, str], Projection] = field(default_factory=dict)
+
+
+def require_dataset() -> shared.Session | None:
+    """The study once images are loaded (no results needed), or a hint and None."""
+    current = shared.study()
+    if current is None or current.dataset is None or not current.dataset.items:
+        st.info("No images yet: choose images on the **Data** page.")
+        if st.button("Use the bundled demo"):
+            shared.load_demo()
+            st.rerun()
+        return None
+    return current
+
+
+def encoder_label(info: EncoderInfo) -> str:
+    if info.weight_free:
+        # "open_clip ViT-B-32, random weights — does pretraining matter?" -> after the comma
+        _, _, why = info.description.partition(", ")
+        return f"{info.name} ({why or info.description})"
+    return f"{info.name} ({'needs download' if info.needs_download else 'offline'})"
+
+
+def percent(estimate: Estimate) -> str:
+    return f"{estimate.value:.1%} (95% CI {estimate.low:.1%} to {estimate.high:.1%})"
+
+
+def parse_templates(text: str) -> tuple[list[str], str | None]:
+    """The non-empty lines, and what is wrong with them (None when they are usable)."""
+    templates = [line.strip() for line in text.splitlines() if line.strip()]
+    if not templates:
+        return templates, "Write at least one zero-shot template."
+    for template in templates:
+        try:
+            filled = template.format("CLASS")
+        except (IndexError, KeyError, ValueError):
+            return templates, f"Template “{template}” has braces other than one `{{}}`."
+        if "CLASS" not in filled:
+            return templates, f"Template “{template}” has no `{{}}` for the class name."
+    return templates, None
+
+
+def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]] | None:
+    """The encoders, few-shot flag and templates when the form was submitted, else None."""
+    infos = shared.available_encoders()
+    labels = {info.name: encoder_label(info) for info in infos}
+    settings = current.settings
+    options = list(dict.fromkeys([settings.encoder, *labels]))
+    with st.form("compare_settings"):
+        names = st.multiselect(
+            "Encoders",
+            options,
+            default=list(dict.fromkeys([settings.encoder, BASELINE])),
+            format_func=lambda name: labels.get(name, name),
+            accept_new_options=True,
+            help="Two or more; any open_clip:<arch>/<pretrained tag> can be typed in.",
+        )
+        fewshot = st.checkbox(
+            "Few-shot curve (how many images per class do I need?)",
+            help="Refits the probe on 1, 2, 4, … images per class: about a minute per encoder.",
+        )
+        with st.expander("Zero-shot prompt templates"):
+            text = st.text_area(
+                "One template per line, `{}` stands for the class name",
+                "\n".join(template_text(t) for t in default_templates()),
+                height=200,
+                key="compare_templates",
+            )
+        st.caption(
+            f"Evaluation protocol **{settings.protocol}** ({settings.folds} folds under"
+            f" cross-validation), seed {settings.seed}: set on the Data page. Every encoder is"
+            " scored on the same images and folds."
+        )
+        submitted = st.form_submit_button("Compare", type="primary")
+    if not submitted:
+        return None
+    templates, problem = parse_templates(text)
+    if problem:
+        st.error(problem)
+        return None
+    return names, fewshot, templates
+
+
+def compare_with_progress(
+    current: shared.Session, names: list[str], fewshot: bool, templates: list[str]
+) -> ComparisonRun | None:
+    """Run the library's comparison with a live status (outside any cached function)."""
+    started = time.perf_counter()
+    with st.status("Comparing encoders…", expanded=True) as status:
+        bar = st.progress(0.0, text="Loading the encoders…")
+        position = {"encoder": names[0], "done": 0}
+
+        def update(event: StudyProgress) -> None:
+            if event.stage == "load encoder":
+                position["encoder"] = event.message
+                position["done"] = names.index(event.message) if event.message in names else 0
+                bar.progress(position["done"] / len(names), text=f"Embedding with {event.message}…")
+            elif event.stage == "embed" and event.total:
+                fraction = (position["done"] + event.done / event.total) / len(names)
+                bar.progress(
+                    min(fraction, 1.0),
+                    text=f"{position['encoder']}: {event.done}/{event.total} images"
+                    f" · {event.rate:.1f} images/s",
+                )
+            elif event.stage == "evaluate":
+                bar.progress(1.0, text="Embedded with every encoder")
+                status.update(label="Scoring a probe per encoder on the same folds…")
+            elif event.stage == "few-shot":
+                status.update(label=f"Few-shot curve of {event.message}…")
+
+        try:
+            encoders = {name: shared.shared_encoder(name) for name in dict.fromkeys(names)}
+            outcome = Study(
+                current.settings, cache=shared.embedding_cache(), progress=update
+            ).compare(
+                current.dataset,
+                names,
+                encoders=encoders,
+                fewshot=fewshot,
+                zero_shot_templates=templates,
+            )
+        except (EncoderError, ProbeError, ValueError) as error:
+            status.update(label="The comparison failed", state="error")
+            st.error(str(error))
+            return None
+        seconds = time.perf_counter() - started
+        status.update(
+            label=f"Compared {len(outcome.embeddings)} encoders in {seconds:.1f} s",
+            state="complete",
+            expanded=False,
+        )
+    number = st.session_state.get("compare_runs", 0) + 1
+    st.session_state.compare_runs = number
+    return ComparisonRun(outcome, current.settings, seconds, number, fewshot)
+
+
+def scores(run: ComparisonRun) -> None:
+    comparison = run.outcome.comparison
+    protocol = comparison.protocol
+    described = protocol.describe()
+    st.info(
+        f"**{described[:1].upper()}{described[1:]}**: {protocol.reason}."
+        f" {protocol.scored_sentence(len(comparison.paths))}",
+        icon=":material/verified:",
+    )
+    table = comparison_table(comparison)
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "encoder": table["encoder"],
+                "dim": table["dim"],
+                "images/s": table["images_per_second"].round(1),
+                "accuracy": [percent(s.accuracy) for s in comparison.encoders],
+                "balanced accuracy": [percent(s.balanced_accuracy) for s in comparison.encoders],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    for warning in run.outcome.warnings:
+        st.warning(warning)
+    for message in comparison.messages:
+        st.caption(message)
+    st.subheader("Paired comparisons")
+    for pair in comparison.pairs:
+        st.markdown(pair.sentence())
+        st.caption(
+            f"Only {pair.a} right: {pair.only_a_correct} images ·"
+            f" only {pair.b} right: {pair.only_b_correct} images"
+        )
+
+
+def zero_and_few_shot(run: ComparisonRun) -> None:
+    outcome = run.outcome
+    results = outcome.comparison.results
+    st.subheader("Zero-shot")
+    for name, zero in outcome.zero_shot.items():
+        if zero.available:
+            st.markdown(
+                f"**{name}** · zero-shot {percent(zero.accuracy)}"
+                f" · linear probe {percent(results[name].metrics.accuracy)}"
+            )
+        else:
+            st.caption(zero.reason)
+    if not run.fewshot_asked:
+        return
+    st.subheader("Few-shot")
+    zero_shot = outcome.zero_shot_accuracies()
+    st.plotly_chart(fewshot_figure(outcome.fewshot, zero_shot=zero_shot), width="stretch")
+    for curve in outcome.fewshot:
+        if curve.encoder in zero_shot:
+            sentence = crossing_sentence(curve, zero_shot[curve.encoder])
+            st.markdown(f"**{curve.encoder}**: {sentence}")
+        for message in curve.messages:
+            st.caption(f"{curve.encoder}: {message}")
+
+
+def projection_of(run: ComparisonRun, name: str, method: str) -> Projection:
+    """Each encoder's map, computed once per method and kept with the comparison."""
+    key = (name, method)
+    if key not in run.projections:
+        with st.spinner(f"{method.upper()} of {name}…"):
+            run.projections[key] = project(
+                run.outcome.embeddings[name].vectors, method=method, seed=run.settings.seed
+            )
+    return run.projections[key]
+
+
+def side_by_side(run: ComparisonRun) -> int | None:
+    """Confusion matrices and maps, one column per encoder; the image last clicked on a map."""
+    outcome = run.outcome
+    names = list(outcome.embeddings)
+    st.subheader("Side by side")
+    for column, name in zip(st.columns(len(names)), names, strict=True):
+        with column:
+            st.markdown(f"**{name}**")
+            st.plotly_chart(
+                confusion_figure(outcome.comparison.results[name].metrics),
+                key=f"compare_confusion_{names.index(name)}",
+                width="stretch",
+            )
+    method = st.radio(
+        "Map", ["pca", "umap"], format_func=str.upper, horizontal=True, key="compare_map_method"
+    )
+    events = {}
+    for column, name in zip(st.columns(len(names)), names, strict=True):
+        figure = embedding_figure(
+            projection_of(run, name, method),
+            outcome.embeddings[name],
+            outcome.comparison.results[name],
+        )
+        figure.update_layout(
+            title=name, height=520, legend={"orientation": "h", "y": -0.02, "title": None}
+        )
+        key = f"{MAP_KEY_PREFIX}{run.number}_{names.index(name)}"
+        events[key] = column.plotly_chart(
+            figure, key=key, on_select="rerun", selection_mode="points", width="stretch"
+        )
+    st.caption("Click a point on any map to see that image and what each encoder predicted.")
+    return clicked_index(run, events)
+
+
+def clicked_index(run: ComparisonRun, events: dict) -> int | None:
+    """The row of the point clicked last, on whichever map (each map keeps its own selection)."""
+    seen = st.session_state.setdefault("compare_map_seen", {})
+    for key, event in events.items():
+        points = event.selection.points if event else []
+        index = int(points[0]["customdata"][1]) if points else None
+        if index != seen.get(key):
+            seen[key] = index
+            if index is not None:
+                st.session_state.compare_clicked = (run.number, index)
+    clicked = st.session_state.get("compare_clicked")
+    return clicked[1] if clicked and clicked[0] == run.number else None
+
+
+def clicked_image(run: ComparisonRun, index: int) -> None:
+    outcome = run.outcome
+    path = next(iter(outcome.embeddings.values())).paths[index]
+    item = next((item for item in outcome.dataset.items if item.path == path), None)
+    rows = per_image_table(outcome.comparison).set_index("path")
+    st.subheader(f"Image {PurePath(path).name}")
+    picture, predictions = st.columns([1, 3])
+    uri = thumbnail_uri(item, 160) if item is not None else None
+    if uri:
+        picture.image(uri, width=160)
+    picture.caption(path)
+    with predictions:
+        if path not in rows.index:
+            st.write("Not scored: this image was only used to train the probes.")
+            return
+        row = rows.loc[path]
+        st.markdown(f"True class: **{row['true']}**")
+        for name in outcome.comparison.names:
+            verdict = "right" if row[name] == row["true"] else "wrong"
+            st.markdown(f"**{name}** predicted **{row[name]}** ({verdict})")
+
+
+def downloads(run: ComparisonRun) -> None:
+    comparison = run.outcome.comparison
+    tables = {
+        "comparison.csv": comparison_table(comparison),
+        "pairs.csv": pairs_table(comparison),
+        "per_image.csv": per_image_table(comparison),
+    }
+    if run.fewshot_asked:
+        tables["fewshot.csv"] = fewshot_table(run.outcome.fewshot)
+    for column, (file_name, table) in zip(st.columns(len(tables)), tables.items(), strict=True):
+        column.download_button(
+            f"Download {file_name}",
+            table.to_csv(index=False),
+            file_name=file_name,
+            mime="text/csv",
+            key=f"download_{file_name}",
+        )
+
+
+def stored_run(current: shared.Session) -> ComparisonRun | None:
+    """The session's last comparison, dropped once another dataset is loaded."""
+    run = st.session_state.get("comparison_run")
+    if run is not None and run.outcome.dataset is not current.dataset:
+        del st.session_state["comparison_run"]
+        return None
+    return run
+
+
+current = require_dataset()
+if current is not None:
+    st.title("Compare encoders")
+    st.caption(
+        f"{current.label}: {len(current.dataset)} images. Which encoder separates these classes"
+        " best, is the difference real, and does a trivial baseline do as well?"
+    )
+    asked = comparison_form(current)
+    if asked is not None:
+        run = compare_with_progress(current, *asked)
+        if run is not None:
+            st.session_state.comparison_run = run
+    run = stored_run(current)
+    if run is not None:
+        unchanged = dataclasses.replace(current.settings, encoder=run.settings.encoder)
+        if unchanged != run.settings:
+            st.caption("The settings on the Data page changed since: press Compare to redo it.")
+        scores(run)
+        zero_and_few_shot(run)
+        index = side_by_side(run)
+        if index is not None:
+            clicked_image(run, index)
+        st.subheader("Downloads")
+        downloads(run)
