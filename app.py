@@ -2,11 +2,13 @@
 
 import streamlit as st
 
+from pages import shared
 from probe_core.allocator import keep_freed_memory_for_reuse
 
 keep_freed_memory_for_reuse()
 
 st.set_page_config(page_title="Probe Studio", page_icon=":material/biotech:", layout="wide")
+shared.warm_up_maps()  # UMAP's compiled code loads in the background, once per server process
 
 navigation = st.navigation(
     [

@@ -2,18 +2,25 @@
 
 For one image folder and one encoder, in one process, it prints:
 
-1. images/s of the full pipeline (``extract_embeddings``, ``cache=None``);
+1. images/s of the full pipeline (``extract_embeddings``, ``cache=None``) with the encoder
+   loaded at ``--precision`` (default ``auto``: the fastest faithful path) and with the
+   plain fp32 encoder (``precision="fp32"``), and the speed-up;
 2. images/s of the encoder forward alone on pre-decoded, pre-preprocessed tensors
    (same batches, ``torch.inference_mode()``, ``encoder.encode`` + normalisation),
    and the ratio pipeline / forward;
-3. ``extract_embeddings`` with an empty ``EmbeddingCache`` (cold), then again (warm);
-4. probe fit time with the C sweep (``run_probe``'s default ``LinearProbe``) and with a
+3. the usual loop of benchmark code (CLIP_benchmark style): torchvision ``ImageFolder`` +
+   ``DataLoader`` (batch 64, 2 workers) + the plain fp32 model, on the same images;
+4. ``extract_embeddings`` with an empty ``EmbeddingCache`` (cold), then again (warm);
+5. probe fit time with the C sweep (``run_probe``'s default ``LinearProbe``) and with a
    fixed ``LinearProbe(C=1.0)``;
-5. UMAP time for the first fit (numba JIT) and the second fit in this process, and PCA.
+6. UMAP time for the first fit (numba JIT) and the second fit in this process, and PCA.
+
+``--quick`` stops after 1-3 (one trial each).
 
 Usage::
 
     python bench/extract.py                       # assets/demo, bundled encoder
+    python bench/extract.py --quick --encoder open_clip:ViT-B-32   # random weights, offline
     python bench/extract.py --repeat 4 --workers-sweep
     python bench/extract.py --folder ~/photos --encoder open_clip:ViT-B-32/openai --device cuda
 
@@ -65,6 +72,8 @@ except ImportError:  # Windows
     resource = None
 
 SWEEP_WORKERS = (0, 1, 2, 4)
+USUAL_LOOP_BATCH = 64
+USUAL_LOOP_WORKERS = 2
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -197,7 +206,8 @@ class Predecoded:
 
 
 def predecode(dataset: ImageDataset, encoder: Encoder, batch_size: int) -> Predecoded:
-    """Decode and preprocess every image in this process, timing each step."""
+    """Decode (as the pipeline does for this encoder) and preprocess every image in this
+    process, timing each step."""
     read_digest = decode = preprocess = 0.0
     tensors = []
     for item in dataset.items:
@@ -205,7 +215,7 @@ def predecode(dataset: ImageDataset, encoder: Encoder, batch_size: int) -> Prede
         data = item.read_bytes()
         content_digest(data)
         t1 = time.perf_counter()
-        image = load_image(data)
+        image = load_image(data, draft_min_side=encoder.draft_side)
         t2 = time.perf_counter()
         tensors.append(encoder.preprocess(image))
         t3 = time.perf_counter()
@@ -256,6 +266,49 @@ def time_forward(encoder: Encoder, batches: list[torch.Tensor]) -> ForwardRun:
     user_after, system_after = own_times()
     vectors = torch.cat(outputs).cpu().numpy()
     return ForwardRun(seconds, batch_seconds, vectors, user_after - user, system_after - system)
+
+
+def materialise(dataset: ImageDataset, folder: Path) -> Path:
+    """The dataset's images as files in ``folder/<class>/`` (for ImageFolder)."""
+    for number, item in enumerate(dataset.items):
+        target = folder / dataset.class_names[item.label] / f"{number:06d}{Path(item.path).suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(item.read_bytes())
+    return folder
+
+
+@dataclass
+class UsualLoopRun:
+    seconds: float
+    n_images: int
+
+    @property
+    def rate(self) -> float:
+        return self.n_images / self.seconds
+
+
+def time_usual_loop(folder: Path, encoder: Encoder) -> UsualLoopRun:
+    """CLIP_benchmark's loop: ImageFolder, DataLoader(batch 64, 2 workers), the fp32 model."""
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    loader = DataLoader(
+        ImageFolder(str(folder), transform=encoder.preprocess),
+        batch_size=USUAL_LOOP_BATCH,
+        shuffle=False,
+        num_workers=USUAL_LOOP_WORKERS,
+        pin_memory=encoder.device.type == "cuda",
+    )
+    model, n = encoder.model.eval(), 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for images, _targets in loader:
+            features = model(images.to(encoder.device, encoder.dtype)).float()
+            features = features / features.norm(dim=-1, keepdim=True)
+            features.cpu()
+            n += len(images)
+    sync(encoder.device)
+    return UsualLoopRun(time.perf_counter() - started, n)
 
 
 # ---------------------------------------------------------------------------- report
@@ -324,6 +377,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", default=str(REPO / "assets" / "demo"))
     parser.add_argument("--encoder", default=DEFAULT_ENCODER)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (fastest faithful path, the default), fp32, or a path name such as"
+        " int8-dynamic; the plain fp32 encoder is always timed alongside",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="throughput only (fast path, fp32, usual loop; one trial): no cache/probe/map",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: the library's per-device default"
@@ -349,15 +413,119 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class Throughput:
+    """One encoder's forward-alone and pipeline runs on the same images."""
+
+    encoder: Encoder
+    load_s: float
+    pre: Predecoded
+    pipeline_runs: list[PipelineRun]
+    forward_runs: list[ForwardRun]
+
+    @property
+    def pipeline(self) -> PipelineRun:
+        return median_run(self.pipeline_runs)
+
+    @property
+    def forward_s(self) -> float:
+        return statistics.median(run.seconds for run in self.forward_runs)
+
+    @property
+    def forward_rate(self) -> float:
+        return self.pipeline.n_images / self.forward_s
+
+
+def measure(
+    loaded: list[tuple[Encoder, float]],
+    dataset: ImageDataset,
+    args: argparse.Namespace,
+    trials: int,
+) -> list[Throughput]:
+    """Forward alone and pipeline for each (encoder, load seconds), trials interleaved."""
+    results = []
+    for encoder, load_s in loaded:
+        pre = predecode(dataset, encoder, args.batch_size)
+        with torch.inference_mode():  # warm-up: one batch, before anything is timed
+            forward(encoder, pre.batches[0])
+            sync(encoder.device)
+        results.append(Throughput(encoder, load_s, pre, [], []))
+    # Interleaved, so that a busy spell on the machine hits every encoder and stage alike.
+    for _ in range(trials):
+        for result in results:
+            result.pipeline_runs.append(
+                time_pipeline(dataset, result.encoder, args.batch_size, args.workers)
+            )
+            result.forward_runs.append(time_forward(result.encoder, result.pre.batches))
+    return results
+
+
+def print_throughput(label: str, run: Throughput, n: int) -> None:
+    pipeline, forward_runs = run.pipeline, run.forward_runs
+    first_forward = statistics.median(r.batch_seconds[0] for r in forward_runs)
+    choice = run.encoder.path_choice
+    cost = f", of which choosing the path {choice.seconds:.1f} s" if choice else ""
+    print(f"-- {label}: {run.encoder.precision}")
+    print(row("  load encoder", run.load_s, None, cost.lstrip(", ")))
+    print(row("  1 process: read + sha256", run.pre.read_digest_s, n / run.pre.read_digest_s))
+    print(row("  1 process: decode (load_image)", run.pre.decode_s, n / run.pre.decode_s))
+    print(row("  1 process: preprocess", run.pre.preprocess_s, n / run.pre.preprocess_s))
+    print(
+        row(
+            "  forward alone (encode + normalise)",
+            run.forward_s,
+            run.forward_rate,
+            f"{len(run.pre.batches)} batches, CPU user {forward_runs[-1].user_s:.1f} s"
+            f" + system {forward_runs[-1].system_s:.1f} s"
+            f"{spread([r.seconds for r in forward_runs])}",
+        )
+    )
+    print(
+        row(
+            "  pipeline, cache=None",
+            pipeline.seconds,
+            pipeline.rate,
+            f"pipeline/forward = {pipeline.rate / run.forward_rate:.2f}"
+            f"{spread([r.seconds for r in run.pipeline_runs])}",
+        )
+    )
+    print(
+        row(
+            "    first batch done after",
+            pipeline.first_batch,
+            None,
+            f"its forward alone takes {first_forward:.3f} s",
+        )
+    )
+    print(
+        row(
+            "    steady state (after the first batch)",
+            None,
+            pipeline.steady_rate,
+            f"steady/forward = {pipeline.steady_rate / run.forward_rate:.2f}",
+        )
+    )
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    trials = max(1, args.trials)
+    trials = 1 if args.quick else max(1, args.trials)
     total_started = time.perf_counter()
     cpu_at_start = cpu_seconds()
 
     tuned = False if args.default_allocator else keep_freed_memory_for_reuse()
-    load_s, encoder = timed(lambda: load_encoder(args.encoder, device=args.device))
+    load_s, encoder = timed(
+        lambda: load_encoder(args.encoder, device=args.device, precision=args.precision)
+    )
     assert isinstance(encoder, Encoder)
+    exact_load_s, exact = timed(
+        lambda: load_encoder(args.encoder, device=args.device, precision="fp32")
+    )
+    assert isinstance(exact, Encoder)
     if args.batch_size is None:
         args.batch_size = default_batch_size(encoder.device)
     dataset = build_dataset(args.folder, args.repeat)
@@ -369,38 +537,84 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(encoder))
     print(
         f"data: {args.folder} x{args.repeat} = {n} images ({where}), {len(dataset.class_names)}"
-        f" classes; encoder {encoder.encoder_id} ({encoder.dim}-d, {encoder.dtype});"
+        f" classes; encoder {encoder.encoder_id} ({encoder.dim}-d);"
         f" batch {args.batch_size}; workers {args.workers}"
         f" (default_num_workers() = {default_num_workers()});"
         f" glibc malloc thresholds raised: {tuned}"
     )
+    if encoder.path_choice is not None:
+        print(f"path: {encoder.precision} ({encoder.path_choice.reason})")
     if n <= args.batch_size:
         print("note: n <= batch size, so extract_embeddings runs without worker processes")
 
-    pre = predecode(dataset, encoder, args.batch_size)
-    with torch.inference_mode():  # warm-up: one batch, before anything is timed
-        forward(encoder, pre.batches[0])
-        sync(encoder.device)
+    fast, reference = measure([(encoder, load_s), (exact, exact_load_s)], dataset, args, trials)
+    with tempfile.TemporaryDirectory(prefix="probe-bench-folder-") as folder:
+        image_folder = Path(args.folder)
+        if args.repeat > 1 or not image_folder.is_dir():  # copies in memory, or a .zip
+            image_folder = materialise(dataset, Path(folder))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            usual = time_usual_loop(image_folder, exact)
 
-    # Interleaved, so that a busy spell on the machine hits both alike.
-    pipeline_runs: list[PipelineRun] = []
-    forward_runs: list[ForwardRun] = []
-    for _ in range(trials):
-        pipeline_runs.append(time_pipeline(dataset, encoder, args.batch_size, args.workers))
-        forward_runs.append(time_forward(encoder, pre.batches))
-    pipeline = median_run(pipeline_runs)
-    forward_s = statistics.median(run.seconds for run in forward_runs)
-    forward_rate = n / forward_s
-    first_forward = statistics.median(run.batch_seconds[0] for run in forward_runs)
-    max_diff = float(np.abs(pipeline.embeddings.vectors - forward_runs[0].vectors).max())
+    print()
+    print(f"{'stage':<44}{'seconds':>9}{'images/s':>11}  note")
+    print_throughput(f"--precision {args.precision}", fast, n)
+    if args.precision != "fp32":
+        print_throughput("reference, --precision fp32", reference, n)
+    print(
+        row(
+            f"usual loop: ImageFolder + DataLoader({USUAL_LOOP_BATCH}, "
+            f"{USUAL_LOOP_WORKERS} workers)",
+            usual.seconds,
+            usual.rate,
+            "plain fp32 model",
+        )
+    )
+    agreement = cosines(fast.pipeline.embeddings.vectors, reference.pipeline.embeddings.vectors)
+    max_diff = float(np.abs(fast.pipeline.embeddings.vectors - fast.forward_runs[0].vectors).max())
+    print()
+    print(
+        f"summary: {encoder.precision} pipeline {fast.pipeline.rate:.1f} images/s ="
+        f" {fast.pipeline.rate / reference.pipeline.rate:.2f}x the fp32 pipeline"
+        f" ({reference.pipeline.rate:.1f}), {fast.pipeline.rate / usual.rate:.2f}x the usual"
+        f" loop ({usual.rate:.1f}); forward alone {fast.forward_rate / reference.forward_rate:.2f}x"
+        f" fp32; pipeline/forward {fast.pipeline.rate / fast.forward_rate:.2f}"
+    )
+    print(
+        f"checks: {encoder.precision} vs fp32 pipeline embeddings: min cosine"
+        f" {agreement.min():.5f}, mean {agreement.mean():.5f};"
+        f" pipeline vs forward max |diff| {max_diff:.2e}"
+    )
+    if not args.quick:
+        run_stages(dataset, encoder, fast.pipeline.embeddings, args, trials)
+    wall = time.perf_counter() - total_started
+    print(f"\ntotal benchmark time {wall:.1f} s")
+    others = other_processes_cpu_seconds(cpu_at_start)
+    if others is not None:
+        share = others / (wall * (os.cpu_count() or 1))
+        print(
+            f"CPU used by other processes meanwhile: {others:.1f} core-s"
+            f" ({share:.0%} of the machine)"
+            + (" - figures are pessimistic, run again on a quiet machine" if share > 0.1 else "")
+        )
+    return 0
 
+
+def run_stages(
+    dataset: ImageDataset,
+    encoder: Encoder,
+    embeddings: Embeddings,
+    args: argparse.Namespace,
+    trials: int,
+) -> None:
+    """Cache cold/warm, probe fits, maps and the optional workers sweep."""
+    n = len(dataset)
     with tempfile.TemporaryDirectory(prefix="probe-bench-cache-") as folder:
         cache = EmbeddingCache(folder)
         cold = time_pipeline(dataset, encoder, args.batch_size, args.workers, cache)
         warm = time_pipeline(dataset, encoder, args.batch_size, args.workers, cache)
     cache_same = np.array_equal(cold.embeddings.vectors, warm.embeddings.vectors)
 
-    embeddings = pipeline.embeddings
     sweep_s, sweep_result = timed(lambda: run_probe(embeddings, protocol="holdout"))
     train = sweep_result.train
     X, y = embeddings.vectors[train], embeddings.labels[train]
@@ -416,46 +630,6 @@ def main(argv: list[str] | None = None) -> int:
     pca_s, _ = timed(lambda: project(embeddings.vectors, method="pca"))
 
     print()
-    print(f"{'stage':<44}{'seconds':>9}{'images/s':>11}  note")
-    print(row("load encoder", load_s))
-    print(row("1 process: read + sha256", pre.read_digest_s, n / pre.read_digest_s))
-    print(row("1 process: decode (load_image)", pre.decode_s, n / pre.decode_s))
-    print(row("1 process: preprocess", pre.preprocess_s, n / pre.preprocess_s))
-    print(
-        row(
-            "forward alone (encode + normalise)",
-            forward_s,
-            forward_rate,
-            f"{len(pre.batches)} batches, CPU user {forward_runs[-1].user_s:.1f} s"
-            f" + system {forward_runs[-1].system_s:.1f} s"
-            f"{spread([run.seconds for run in forward_runs])}",
-        )
-    )
-    print(
-        row(
-            f"pipeline, cache=None, workers={args.workers}",
-            pipeline.seconds,
-            pipeline.rate,
-            f"pipeline/forward = {pipeline.rate / forward_rate:.2f}"
-            f"{spread([r.seconds for r in pipeline_runs])}",
-        )
-    )
-    print(
-        row(
-            "  first batch done after",
-            pipeline.first_batch,
-            None,
-            f"its forward alone takes {first_forward:.3f} s",
-        )
-    )
-    print(
-        row(
-            "  steady state (after the first batch)",
-            None,
-            pipeline.steady_rate,
-            f"steady/forward = {pipeline.steady_rate / forward_rate:.2f}",
-        )
-    )
     print(
         row(
             "cache cold (empty EmbeddingCache)",
@@ -504,43 +678,34 @@ def main(argv: list[str] | None = None) -> int:
     print(row("umap: first fit (numba JIT / cache load)", umap_first_s, None, f"{n} points"))
     print(row("umap: second fit", umap_second_s))
     print(row("pca", pca_s))
-    print(
-        f"checks: pipeline vs forward max |diff| {max_diff:.2e}; warm cache == cold: {cache_same}"
-    )
+    print(f"checks: warm cache == cold: {cache_same}")
 
-    if args.workers_sweep:
-        print()
+    if not args.workers_sweep:
+        return
+    forward_rate = n / statistics.median(
+        time_forward(encoder, predecode(dataset, encoder, args.batch_size).batches).seconds
+        for _ in range(trials)
+    )
+    print()
+    print(
+        f"{'workers':<10}{'seconds':>9}{'images/s':>11}{'vs forward':>12}"
+        f"{'first batch':>13}{'steady/s':>10}"
+    )
+    sweep: dict[int, list[PipelineRun]] = {workers: [] for workers in SWEEP_WORKERS}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        for _ in range(trials):  # round-robin, so that a busy spell hits all alike
+            for workers in SWEEP_WORKERS:
+                sweep[workers].append(time_pipeline(dataset, encoder, args.batch_size, workers))
+    for workers, runs in sweep.items():
+        run = median_run(runs)
+        mark = "*" if workers == default_num_workers() else ""
         print(
-            f"{'workers':<10}{'seconds':>9}{'images/s':>11}{'vs forward':>12}"
-            f"{'first batch':>13}{'steady/s':>10}"
+            f"{f'{workers}{mark}':<10}{run.seconds:9.3f}{run.rate:11.1f}"
+            f"{run.rate / forward_rate:12.2f}{run.first_batch:13.3f}{run.steady_rate:10.1f}"
+            f"{spread([r.seconds for r in runs])}"
         )
-        sweep: dict[int, list[PipelineRun]] = {workers: [] for workers in SWEEP_WORKERS}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="This DataLoader will create")
-            for _ in range(trials):  # round-robin, so that a busy spell hits all alike
-                for workers in SWEEP_WORKERS:
-                    run = time_pipeline(dataset, encoder, args.batch_size, workers)
-                    sweep[workers].append(run)
-        for workers, runs in sweep.items():
-            run = median_run(runs)
-            mark = "*" if workers == default_num_workers() else ""
-            print(
-                f"{f'{workers}{mark}':<10}{run.seconds:9.3f}{run.rate:11.1f}"
-                f"{run.rate / forward_rate:12.2f}{run.first_batch:13.3f}{run.steady_rate:10.1f}"
-                f"{spread([r.seconds for r in runs])}"
-            )
-        print("* = default_num_workers()")
-    wall = time.perf_counter() - total_started
-    print(f"\ntotal benchmark time {wall:.1f} s")
-    others = other_processes_cpu_seconds(cpu_at_start)
-    if others is not None:
-        share = others / (wall * (os.cpu_count() or 1))
-        print(
-            f"CPU used by other processes meanwhile: {others:.1f} core-s"
-            f" ({share:.0%} of the machine)"
-            + (" - figures are pessimistic, run again on a quiet machine" if share > 0.1 else "")
-        )
-    return 0
+    print("* = default_num_workers()")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,119 @@
-"""Map: UMAP or PCA of the normalised embeddings; hover thumbnails; box/lasso selection."""
+"""Map: UMAP or PCA of the normalised embeddings, how far to trust it, hover thumbnails and
+box/lasso selection."""
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from pages import shared
 from pages.components import hover_thumbnails
+from probe_core.embed import Embeddings
+from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
 from probe_core.figures import COLOR_BY, embedding_figure, map_frame
+from probe_core.projection import MapScore, Projection, score_map
 
 MAX_HOVER_THUMBNAILS = 2000
+DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
+
+
+def map_score(projection: Projection, embeddings: Embeddings) -> MapScore | None:
+    """The projection's own score (``Study.project`` adds it), else computed here."""
+    if projection.score is not None:
+        return projection.score
+    k = projection.params.get("n_neighbors", DEFAULT_NEIGHBOURS)
+    return score_map(embeddings.vectors, projection.coords, embeddings.labels, k=k)
+
+
+def show_map_quality(score: MapScore | None, projection: Projection) -> bool:
+    """The map's trustworthiness and k-NN label agreement; True when disagreeing points
+    should be highlighted."""
+    st.markdown("**How far to trust this map**")
+    if score is None:
+        st.caption("Too few points to judge the map.")
+        return False
+    quality = score.quality
+    st.metric(
+        f"Trustworthiness (k = {quality.k})",
+        f"{quality.trustworthiness:.2f}",
+        help="1.0 when every point's k nearest neighbours on the map are also among its"
+        " nearest neighbours in the full embedding (cosine); scikit-learn's trustworthiness.",
+    )
+    st.metric(
+        "k-NN label agreement, full embedding",
+        f"{quality.knn_agreement_full:.0%}",
+        help=f"Share of points whose {quality.k} nearest neighbours in the full embedding"
+        " mostly carry the point's own label.",
+    )
+    st.metric(
+        f"k-NN label agreement, {quality.n_components}-D map",
+        f"{quality.knn_agreement_map:.0%}",
+        help="The same on the map: a lower number means the map mixes classes that the"
+        " full embedding keeps apart.",
+    )
+    reading = score.reading()
+    st.caption(reading[:1].upper() + reading[1:] + ".")
+    if projection.neighbour_search == "exact":
+        st.caption("UMAP ran on exact cosine neighbours.")
+    elif projection.neighbour_search == "approximate":
+        st.caption("UMAP ran on approximate neighbours (pynndescent).")
+    if "pca_dimensions" in projection.params:
+        st.caption(f"UMAP ran on a {projection.params['pca_dimensions']}-D PCA of the vectors.")
+    return st.toggle(
+        f"Highlight the {len(score.disagreeing):,} points whose map neighbourhood disagrees",
+        key="map_highlight",
+        help="Ringed points: the majority label of their neighbours on the map differs from"
+        " that of their neighbours in the full embedding.",
+    )
+
+
+def add_disagreement_layer(
+    figure: go.Figure, projection: Projection, embeddings: Embeddings, indices
+) -> None:
+    """Ring the given points in a trace of their own (same customdata as the others)."""
+    indices = [int(i) for i in indices]
+    coords = projection.coords[indices]
+    common = {
+        "mode": "markers",
+        "name": f"neighbourhood differs on the map ({len(indices)})",
+        "customdata": [[embeddings.paths[i], i] for i in indices],
+        "hovertemplate": "%{customdata[0]}<br>map neighbourhood differs<extra></extra>",
+    }
+    if projection.n_components == 3:
+        trace = go.Scatter3d(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            z=coords[:, 2],
+            marker={**DISAGREEMENT_MARKER, "size": 6},
+            **common,
+        )
+    else:
+        trace = go.Scatter(
+            x=coords[:, 0], y=coords[:, 1], marker={**DISAGREEMENT_MARKER, "size": 13}, **common
+        )
+    figure.add_trace(trace)
+
 
 current = shared.require_results()
 if current is not None:
     st.title("Map of the embeddings")
+    defaults = shared.MapSettings()
     method_col, dims_col, color_col, neighbours_col, dist_col = st.columns(5)
-    method = method_col.radio("Method", ["umap", "pca"], format_func=str.upper, key="map_method")
-    dims = dims_col.radio("Dimensions", [2, 3], key="map_dims", format_func=lambda d: f"{d}-D")
+    methods, dimensions = ["umap", "pca"], [2, 3]
+    method = method_col.radio(
+        "Method",
+        methods,
+        index=methods.index(defaults.method),
+        format_func=str.upper,
+        key="map_method",
+    )
+    dims = dims_col.radio(
+        "Dimensions",
+        dimensions,
+        index=dimensions.index(defaults.dims),
+        key="map_dims",
+        format_func=lambda d: f"{d}-D",
+    )
     color_by = color_col.selectbox(
         "Colour by",
         COLOR_BY,
@@ -27,21 +125,38 @@ if current is not None:
         }.get,
     )
     n_neighbors = neighbours_col.slider(
-        "UMAP neighbours", 2, 100, 15, key="map_neighbours", disabled=method != "umap"
+        "UMAP neighbours",
+        2,
+        100,
+        defaults.n_neighbors,
+        key="map_neighbours",
+        disabled=method != "umap",
     )
     min_dist = dist_col.slider(
-        "UMAP min. distance", 0.0, 0.99, 0.1, key="map_min_dist", disabled=method != "umap"
+        "UMAP min. distance",
+        0.0,
+        0.99,
+        defaults.min_dist,
+        key="map_min_dist",
+        disabled=method != "umap",
     )
     projection = shared.projection_for(current, method, dims, n_neighbors, min_dist)
+    map_col, quality_col = st.columns([4, 1])
+    with quality_col:
+        score = map_score(projection, current.embeddings)
+        highlight = show_map_quality(score, projection)
     figure = embedding_figure(projection, current.embeddings, current.result, color_by=color_by)
+    if highlight and score is not None:
+        add_disagreement_layer(figure, projection, current.embeddings, score.disagreeing)
     figure.update_layout(height=620, dragmode="lasso" if dims == 2 else None)
-    event = st.plotly_chart(
-        figure,
-        key="map",
-        on_select="rerun",
-        selection_mode=("points", "box", "lasso"),
-        width="stretch",
-    )
+    with map_col:
+        event = st.plotly_chart(
+            figure,
+            key="map",
+            on_select="rerun",
+            selection_mode=("points", "box", "lasso"),
+            width="stretch",
+        )
     if len(current.embeddings) <= MAX_HOVER_THUMBNAILS:
         hover_thumbnails("map", shared.thumbnails_for(current, range(len(current.embeddings))))
     st.caption("Hover a point for its thumbnail; drag a box or lasso to select images.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -22,7 +24,8 @@ from probe_core.encoders import (
     pick_device,
 )
 from probe_core.evaluation.protocols import ProbeResult
-from probe_core.projection import Projection
+from probe_core.projection import Projection, warm_up
+from probe_core.result_cache import ResultCache
 from probe_core.roots import DEMO_ROOT
 from probe_core.study import Study, StudyProgress, StudySettings
 from probe_core.thumbnails import thumbnail_uri
@@ -137,14 +140,22 @@ def embedding_cache() -> EmbeddingCache:
     return EmbeddingCache()
 
 
+@st.cache_resource
+def result_cache() -> ResultCache:
+    """Probe results on disk: re-opening a folder with the same settings does not refit."""
+    return ResultCache()
+
+
 def device_label() -> str:
     device = pick_device()
     return {"cuda": "CUDA GPU", "mps": "Apple MPS", "cpu": "CPU"}[device.type]
 
 
 def study_runner(current: Session, encoder: Encoder) -> Study:
-    """The library's study with this session's settings, shared encoder and cache."""
-    return Study(current.settings, cache=embedding_cache(), encoder=encoder)
+    """The library's study with this session's settings, shared encoder and caches."""
+    return Study(
+        current.settings, cache=embedding_cache(), result_cache=result_cache(), encoder=encoder
+    )
 
 
 def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
@@ -173,27 +184,134 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
 
 
 def fit_probe(current: Session, encoder: Encoder) -> ProbeResult:
+    start_first_map(current)  # in the background, while the probe fits
     return study_runner(current, encoder).evaluate(current.embeddings)
 
 
-def projection_for(current: Session, method: str, dims: int, n_neighbors: int, min_dist: float):
-    """Computed once per setting and kept in the study."""
-    key = (method, dims, n_neighbors, min_dist, current.settings.seed)
-    if key not in current.projections:
-        label = "UMAP (the first one in a server process compiles numba: about 10 s)"
-        with st.status(f"Computing {label if method == 'umap' else 'PCA'}…") as status:
-            current.projections[key] = Study(current.settings).project(
-                current.embeddings,
-                method=method,
-                n_components=dims,
-                n_neighbors=n_neighbors,
-                min_dist=min_dist,
+@dataclass(frozen=True)
+class MapSettings:
+    """What the Map page's controls choose; the defaults are what it shows first."""
+
+    method: str = "umap"
+    dims: int = 2
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+
+
+MAP_SETTING_KEYS = {
+    "method": "map_method",
+    "dims": "map_dims",
+    "n_neighbors": "map_neighbours",
+    "min_dist": "map_min_dist",
+}
+_map_jobs: dict[tuple[int, tuple], Future] = {}  # (id(session), map key) -> running map
+_map_jobs_lock = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def map_worker() -> ThreadPoolExecutor:
+    """The server's one background thread for maps. It starts by loading what UMAP runs
+    (compiling and caching it, the first time on a machine), so the first map is quick."""
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-studio-maps")
+    worker.submit(warm_up).add_done_callback(_log_warm_up)
+    return worker
+
+
+def _log_warm_up(job: Future) -> None:
+    if job.exception() is not None:
+        log.warning("UMAP warm-up failed: %s", job.exception())
+    else:
+        log.info("UMAP warmed up in %.1f s", job.result())
+
+
+def warm_up_maps() -> None:
+    """Called by app.py on every run; the warm-up starts once per server process."""
+    map_worker()
+
+
+def map_key(current: Session, settings: MapSettings) -> tuple:
+    return (
+        settings.method,
+        settings.dims,
+        settings.n_neighbors,
+        settings.min_dist,
+        current.settings.seed,
+        current.embeddings.encoder_id,
+    )
+
+
+def chosen_map_settings() -> MapSettings:
+    """The Map page's current choices, or its defaults where it has not been opened."""
+    defaults = MapSettings()
+    return MapSettings(
+        **{
+            name: st.session_state.get(key, getattr(defaults, name))
+            for name, key in MAP_SETTING_KEYS.items()
+        }
+    )
+
+
+def start_first_map(current: Session) -> None:
+    """Compute the map the Map page will show first in the background, into the session."""
+    settings = chosen_map_settings()
+    key = map_key(current, settings)
+    job_key = (id(current), key)
+    with _map_jobs_lock:
+        if key in current.projections or job_key in _map_jobs:
+            return
+        embeddings, study_settings = current.embeddings, current.settings
+
+        def make_map() -> None:
+            projection = Study(study_settings).project(
+                embeddings,
+                method=settings.method,
+                n_components=settings.dims,
+                n_neighbors=settings.n_neighbors,
+                min_dist=settings.min_dist,
             )
-            status.update(
-                label=f"{method.upper()} done in {current.projections[key].seconds:.1f} s",
-                state="complete",
-            )
-    return current.projections[key]
+            if current.embeddings is embeddings:  # not re-embedded meanwhile
+                current.projections[key] = projection
+
+        job = map_worker().submit(make_map)
+        _map_jobs[job_key] = job
+    job.add_done_callback(lambda _: _forget_map_job(job_key))
+
+
+def _forget_map_job(job_key: tuple) -> None:
+    with _map_jobs_lock:
+        _map_jobs.pop(job_key, None)
+
+
+def projection_for(
+    current: Session, method: str, dims: int, n_neighbors: int, min_dist: float
+) -> Projection:
+    """Computed once per setting and kept in the study; waits for a map started in the
+    background when the probe ran rather than computing it again."""
+    key = map_key(current, MapSettings(method, dims, n_neighbors, min_dist))
+    with _map_jobs_lock:
+        job = _map_jobs.get((id(current), key))
+    if key not in current.projections and job is not None:
+        with st.spinner(f"Finishing the {method.upper()} map started when the probe ran…"):
+            wait_for([job])
+        if job.exception() is not None:
+            log.warning("background map failed, computing it again: %s", job.exception())
+    if key in current.projections:
+        projection = current.projections[key]
+        st.status(f"{method.upper()} done in {projection.seconds:.1f} s", state="complete")
+        return projection
+    with st.status(f"Computing {method.upper()}…") as status:
+        projection = Study(current.settings).project(
+            current.embeddings,
+            method=method,
+            n_components=dims,
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+        )
+        current.projections[key] = projection
+        status.update(
+            label=f"{method.upper()} done in {projection.seconds:.1f} s", state="complete"
+        )
+    return projection
 
 
 def thumbnails_for(current: Session, indices) -> dict[int, str]:

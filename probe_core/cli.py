@@ -12,7 +12,16 @@ import numpy as np
 from .allocator import keep_freed_memory_for_reuse
 from .cache import EmbeddingCache
 from .dataset import ArchiveError
+from .distributed import (
+    ENGINES,
+    EmbedSettings,
+    RayEngineError,
+    embed_dataset,
+    scan_source,
+    write_embed_outputs,
+)
 from .embed import Embeddings
+from .embeddings_io import EmbeddingsFileError, read_embeddings
 from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders
 from .evaluation.comparison import comparison_table
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
@@ -35,12 +44,29 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="embed a folder (or .zip), fit a linear probe, write results"
     )
-    run.add_argument("folder", help="folder with one subfolder per class, or a .zip of one")
+    run.add_argument(
+        "folder", nargs="?", help="folder with one subfolder per class, or a .zip of one"
+    )
+    run.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="PATH",
+        help="probe precomputed embeddings instead of images: a Parquet file or a folder of"
+        " shards with columns path, label, vector (sha256 optional), e.g. from `embed`",
+    )
     run.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"default: {DEFAULT_ENCODER}")
     run.add_argument(
         "--out", default="probe-results", help="output folder (default: probe-results)"
     )
     run.add_argument("--projection", choices=("umap", "pca", "none"), default="umap")
+    run.add_argument(
+        "--precision",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="auto (default): on the CPU the fastest path measured faithful to fp32 at load"
+        " (channels_last, int8, bf16; cosine >= 0.999) and reduced-size JPEG decoding; fp16 on"
+        " CUDA. fp32: the exact fp32 model and full-size decoding",
+    )
     _add_study_options(run)
     compare = commands.add_parser(
         "compare",
@@ -68,8 +94,69 @@ def _parser() -> argparse.ArgumentParser:
         " text file (default: open_clip's ImageNet templates)",
     )
     _add_study_options(compare)
+    _add_embed_command(commands)
     commands.add_parser("encoders", help="list encoders and whether they need a download")
     return parser
+
+
+def _add_embed_command(commands: argparse._SubParsersAction) -> None:
+    embed = commands.add_parser(
+        "embed",
+        help="embed a folder, .zip or s3:// / gs:// folder, here or on a Ray cluster, into"
+        " embeddings.parquet and skipped.csv",
+    )
+    embed.add_argument(
+        "source",
+        help="folder with one subfolder per class, a .zip of one, or a pyarrow file-system URI"
+        " of one (s3://bucket/prefix, gs://bucket/prefix, file:///path)",
+    )
+    embed.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local (default): this process; ray: Ray Data readers and decoding tasks, and an"
+        ' actor pool of encoder replicas (needs pip install "probe-studio[ray]")',
+    )
+    embed.add_argument(
+        "--address",
+        default=None,
+        help="ray: 'auto' (a running cluster) or ray://HOST:PORT; default: start a local one",
+    )
+    embed.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"default: {DEFAULT_ENCODER}")
+    embed.add_argument(
+        "--out", default="probe-embeddings", help="output folder (default: probe-embeddings)"
+    )
+    embed.add_argument(
+        "--actors",
+        type=int,
+        default=None,
+        help="ray: encoder replicas (default: one per GPU; without GPUs, one per CPU but one)",
+    )
+    embed.add_argument(
+        "--device", default="auto", help="local: auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+    embed.add_argument(
+        "--precision",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="auto (default): the fastest execution path measured faithful to fp32 (on Ray:"
+        " measured once, every replica takes it); fp32: the exact model, full-size decoding",
+    )
+    embed.add_argument(
+        "--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on MPS, 16 on CPU"
+    )
+    embed.add_argument(
+        "--workers", type=int, default=None, help="local: image-decoding worker processes"
+    )
+    embed.add_argument(
+        "--cache-dir",
+        default=None,
+        help="embedding cache folder (a shared path for a cluster); the previous output in"
+        " --out is reused as well",
+    )
+    embed.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the cache or reuse --out"
+    )
 
 
 def _add_study_options(command: argparse.ArgumentParser) -> None:
@@ -124,12 +211,18 @@ def _add_study_options(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _caches(args: argparse.Namespace) -> dict[str, EmbeddingCache | ResultCache | None]:
-    """The embedding and result caches as ``Study`` keyword arguments (none with --no-cache)."""
+def _study(args: argparse.Namespace, settings: StudySettings, progress: _ProgressPrinter) -> Study:
+    """A study with both caches: embeddings in --cache-dir, probe results in its results/
+    subfolder (the user's cache folder by default); neither with --no-cache."""
     if args.no_cache:
-        return {"cache": None, "result_cache": None}
+        return Study(settings, progress=progress)
     results = Path(args.cache_dir) / RESULTS_FOLDER if args.cache_dir else None
-    return {"cache": EmbeddingCache(args.cache_dir), "result_cache": ResultCache(results)}
+    return Study(
+        settings,
+        cache=EmbeddingCache(args.cache_dir),
+        result_cache=ResultCache(results),
+        progress=progress,
+    )
 
 
 def _settings(args: argparse.Namespace, **extra) -> StudySettings:
@@ -182,9 +275,16 @@ class _ProgressPrinter:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args, encoder=args.encoder, projection=args.projection)
+    if args.embeddings is not None:
+        return _run_embeddings(args)
+    if args.folder is None:
+        print("error: give an image folder (or --embeddings PATH)", file=sys.stderr)
+        return 2
+    settings = _settings(
+        args, encoder=args.encoder, projection=args.projection, precision=args.precision
+    )
     progress = _ProgressPrinter()
-    study = Study(settings, progress=progress, **_caches(args))
+    study = _study(args, settings, progress)
     dataset = study.scan(args.folder)
     print(
         f"{len(dataset)} image files in {len(dataset.class_names)} classes; "
@@ -194,8 +294,15 @@ def _run(args: argparse.Namespace) -> int:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)
         return 2
     encoder = study.encoder
-    print(f"encoder {encoder.encoder_id} ({encoder.dim}-d) on {encoder.device}")
-    recorded = {"source": str(args.folder), "device": str(encoder.device)} | asdict(settings)
+    print(
+        f"encoder {encoder.encoder_id} ({encoder.dim}-d) on {encoder.device},"
+        f" precision {encoder.precision}"
+    )
+    recorded = (
+        {"source": str(args.folder), "device": str(encoder.device)}
+        | asdict(settings)
+        | {"precision": encoder.precision, "precision_requested": settings.precision}
+    )
 
     def on_result(outcome: StudyOutcome) -> None:
         progress.close()
@@ -212,6 +319,81 @@ def _run(args: argparse.Namespace) -> int:
     if outcome.projection is not None:
         write_map(args.out, outcome.embeddings, outcome.result, outcome.projection)
     print(f"results written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _run_embeddings(args: argparse.Namespace) -> int:
+    """``run --embeddings PATH``: the probe and the rest of ``run`` on precomputed vectors."""
+    if args.folder is not None:
+        print("error: give an image folder or --embeddings, not both", file=sys.stderr)
+        return 2
+    embeddings = read_embeddings(args.embeddings)
+    print(
+        f"{len(embeddings)} embeddings ({embeddings.dim}-d) in {len(embeddings.class_names)}"
+        f" classes from {args.embeddings}; encoder {embeddings.encoder_id}"
+    )
+    for message in embeddings.messages:
+        print(f"note: {message}")
+    settings = _settings(args, encoder=embeddings.encoder_id, projection=args.projection)
+    progress = _ProgressPrinter()
+    study = _study(args, settings, progress)
+    recorded = {"source": str(args.embeddings), "device": "precomputed"} | asdict(settings)
+
+    def on_result(outcome: StudyOutcome) -> None:
+        progress.close()
+        write_run(args.out, outcome.embeddings, outcome.result, recorded)
+        _print_summary(outcome.embeddings, outcome.result)
+
+    outcome = study.run_embeddings(embeddings, on_result=on_result)
+    progress.close()
+    if outcome.projection is not None:
+        write_map(args.out, outcome.embeddings, outcome.result, outcome.projection)
+    print(f"results written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """``embed SOURCE``: embeddings.parquet and skipped.csv, locally or on a Ray cluster."""
+    if args.engine == "local" and (args.address or args.actors):
+        print("error: --address and --actors apply to --engine ray", file=sys.stderr)
+        return 2
+    dataset = scan_source(args.source)
+    print(
+        f"{len(dataset)} image files in {len(dataset.class_names)} classes; "
+        f"{len(dataset.skipped)} other files skipped while scanning"
+    )
+    if not dataset.items:
+        print("error: no images found (expected one subfolder per class)", file=sys.stderr)
+        return 2
+    settings = EmbedSettings(
+        engine=args.engine,
+        encoder=args.encoder,
+        device=args.device,
+        precision=args.precision,
+        address=args.address,
+        actors=args.actors,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    out = Path(args.out)
+    progress = _ProgressPrinter()
+    outcome = embed_dataset(
+        dataset,
+        settings,
+        cache=None if args.no_cache else EmbeddingCache(args.cache_dir),
+        previous_output=out / "embeddings.parquet",
+        progress=lambda done, total, rate: progress(StudyProgress("embed", done, total, rate)),
+    )
+    progress.close()
+    embeddings = outcome.embeddings
+    print(
+        f"embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from cache,"
+        f" in {embeddings.seconds:.1f} s on {outcome.ran_on}; {len(embeddings.skipped)} skipped"
+    )
+    print(f"encoder {embeddings.encoder_id} ({embeddings.dim}-d)")
+    write_embed_outputs(out, outcome)
+    print(f"embeddings written to {out.resolve()}")
+    print(f"probe them with: probe-studio run --embeddings {out / 'embeddings.parquet'}")
     return 0
 
 
@@ -271,7 +453,7 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"error: {args.templates} has no template with {{}}", file=sys.stderr)
             return 2
     progress = _ProgressPrinter()
-    study = Study(_settings(args), progress=progress, **_caches(args))
+    study = _study(args, _settings(args), progress)
     dataset = study.scan(args.folder)
     if not dataset.items:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)
@@ -333,8 +515,18 @@ def main(argv: list[str] | None = None) -> int:
             return _encoders()
         if args.command == "compare":
             return _compare(args)
+        if args.command == "embed":
+            return _embed(args)
         return _run(args)
-    except (EncoderError, ProbeError, ArchiveError, FileNotFoundError, NotADirectoryError) as error:
+    except (
+        EncoderError,
+        ProbeError,
+        ArchiveError,
+        EmbeddingsFileError,
+        RayEngineError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

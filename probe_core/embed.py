@@ -3,24 +3,36 @@
 The protocol: encoder in eval mode under ``torch.inference_mode()``, images through
 the encoder's own preprocessing, decoded in DataLoader worker processes so that
 decoding overlaps compute, each batch normalised with ``f / f.norm(dim=-1, keepdim=True)``.
+
+Keeping the model busy: the first batch is decoded in this process while the workers start;
+the workers run at a lower priority, so that on few cores they fill the gaps rather than
+stall the forward pass's threads; large JPEGs decode at a reduced size when the encoder allows
+it (``Encoder.draft_side``); on CUDA, JPEG files decode on the GPU in batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .cache import EmbeddingCache, content_digest
 from .dataset import ImageDataset, ImageItem, SkippedItem
 from .encoders import Encoder
-from .images import ImageLoadError, load_image
+from .images import MAX_ASPECT_RATIO, ImageLoadError, load_image
+
+ORIENTATION_TAG = 0x0112  # EXIF
 
 ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(done, total, images_per_second)`` after each batch."""
@@ -67,7 +79,10 @@ class Embeddings:
 # On CPUs, big batches are slower: glibc hands large activation buffers back to the
 # kernel after every batch and page faults dominate (bench/extract.py: EfficientNet-Lite0
 # on 2 cores, about 25 images/s at batch 64 against 40-45 at batch 16).
-DEFAULT_BATCH_SIZES = {"cuda": 128, "mps": 32, "cpu": 16}
+DEFAULT_BATCH_SIZES = {"cuda": 256, "mps": 32, "cpu": 16}
+# Decoding workers yield the CPU to the forward pass's threads: on few cores, an equal share
+# would stall every parallel region behind a preempted thread.
+WORKER_NICENESS = 5
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -78,34 +93,147 @@ def default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-class _DecodingDataset(Dataset):
-    """Reads, decodes and preprocesses one image; failures come back as reasons."""
+class _Decoded(NamedTuple):
+    """One item after the worker: a preprocessed tensor, a reason, or (GPU decoding) raw JPEG."""
 
-    def __init__(self, items: Sequence[ImageItem], preprocess: Callable):
+    index: int
+    tensor: torch.Tensor | None = None
+    reason: str | None = None
+    jpeg: torch.Tensor | None = None  # the file's bytes as uint8, to be decoded on the device
+
+
+class _Batch(NamedTuple):
+    indices: list[int]
+    tensors: torch.Tensor | None
+    failed: list[tuple[int, str]]
+    jpeg_indices: list[int]
+    jpegs: list[torch.Tensor]
+
+
+def _reason_for(error: Exception) -> str:
+    if isinstance(error, ImageLoadError):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"cannot be read: {error.strerror or error}"
+    return f"could not be processed: {type(error).__name__}: {error}"
+
+
+class _DecodingDataset(Dataset):
+    """Reads, decodes and preprocesses one image; failures come back as reasons.
+
+    ``draft_side``: JPEGs may decode at a reduced size whose shorter side stays at least this.
+    ``jpeg_on_device``: plain JPEGs come back undecoded, for ``_DeviceJpegDecoder``.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        preprocess: Callable,
+        draft_side: int | None = None,
+        jpeg_on_device: bool = False,
+    ):
         self.items = items
         self.preprocess = preprocess
+        self.draft_side = draft_side
+        self.jpeg_on_device = jpeg_on_device
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> _Decoded:
         try:
-            image = load_image(self.items[index].read_bytes())
-            return index, self.preprocess(image), None
-        except ImageLoadError as error:
-            return index, None, str(error)
-        except OSError as error:
-            return index, None, f"cannot be read: {error.strerror or error}"
+            data = self.items[index].read_bytes()
+            if self.jpeg_on_device and device_decodable_jpeg(data):
+                return _Decoded(index, jpeg=torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            image = load_image(data, draft_min_side=self.draft_side)
+            return _Decoded(index, tensor=self.preprocess(image))
         except Exception as error:
-            return index, None, f"could not be processed: {type(error).__name__}: {error}"
+            return _Decoded(index, reason=_reason_for(error))
 
 
-def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]):
-    ok = [(index, tensor) for index, tensor, _ in batch if tensor is not None]
-    failed = [(index, reason) for index, tensor, reason in batch if tensor is None]
-    indices = [index for index, _ in ok]
-    tensors = torch.stack([tensor for _, tensor in ok]) if ok else None
-    return indices, tensors, failed
+def _collate(batch: list[_Decoded]) -> _Batch:
+    ok = [item for item in batch if item.tensor is not None]
+    jpegs = [item for item in batch if item.jpeg is not None]
+    return _Batch(
+        indices=[item.index for item in ok],
+        tensors=torch.stack([item.tensor for item in ok]) if ok else None,
+        failed=[(item.index, item.reason) for item in batch if item.reason is not None],
+        jpeg_indices=[item.index for item in jpegs],
+        jpegs=[item.jpeg for item in jpegs],
+    )
+
+
+def device_decodable_jpeg(data: bytes) -> bool:
+    """Whether the file can be decoded on the GPU as is: a whole RGB or greyscale JPEG without
+    EXIF rotation, within Pillow's pixel limit and the aspect-ratio padding limit (the CPU
+    path handles every other file, with the same results and reasons as before)."""
+    # A truncated file lacks the end-of-image marker; some decoders would fill it in silently.
+    if not data.startswith(b"\xff\xd8\xff") or data.rfind(b"\xff\xd9", -1024) < 0:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
+                mode = image.mode
+    except Exception:
+        return False
+    limit = Image.MAX_IMAGE_PIXELS
+    return (
+        mode in ("RGB", "L")
+        and orientation == 1
+        and (limit is None or width * height <= limit)
+        and max(width, height) <= MAX_ASPECT_RATIO * min(width, height)
+    )
+
+
+class _DeviceJpegDecoder:
+    """Decodes a batch of JPEG files on the encoder's device (nvJPEG on CUDA) and replays the
+    preprocessing there; a file it cannot decode goes through the CPU path, whose reason is
+    kept if that fails too."""
+
+    def __init__(self, encoder: Encoder, device: torch.device):
+        self.device = device
+        self.preprocess = encoder.tensor_preprocess
+        self.cpu_preprocess = encoder.preprocess
+        self.draft_side = encoder.draft_side
+
+    def __call__(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | str]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of TorchCodec.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+            except Exception:  # one bad file fails the whole call: decode one by one
+                images = [self._decode_one(jpeg) for jpeg in jpegs]
+        return [self._finish(image, jpeg) for image, jpeg in zip(images, jpegs, strict=True)]
+
+    def _finish(self, image: torch.Tensor | None, jpeg: torch.Tensor) -> torch.Tensor | str:
+        if image is not None:
+            try:
+                return self.preprocess(image)
+            except Exception:
+                pass  # the CPU path gives the reason, if it fails too
+        return self._on_cpu(jpeg)
+
+    def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor | None:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(jpeg, mode=ImageReadMode.RGB, device=self.device)
+        except Exception:
+            return None
+
+    def _on_cpu(self, jpeg: torch.Tensor) -> torch.Tensor | str:
+        try:
+            image = load_image(jpeg.numpy().tobytes(), draft_min_side=self.draft_side)
+            return self.cpu_preprocess(image).to(self.device)
+        except Exception as error:
+            return _reason_for(error)
 
 
 def _digests(items: Sequence[ImageItem]) -> list[bytes | str]:
@@ -121,6 +249,61 @@ def _digests(items: Sequence[ImageItem]) -> list[bytes | str]:
         return list(pool.map(one, items))
 
 
+def _jpeg_decode_device(encoder: Encoder) -> torch.device | None:
+    """Where JPEG files are decoded in batches: the GPU on CUDA (when the encoder allows it);
+    None: in the decoding workers, like every other file."""
+    return encoder.device if encoder.decodes_jpeg_on_device else None
+
+
+def _lower_priority(_worker_id: int) -> None:
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICENESS)
+
+
+def _batches(
+    dataset: _DecodingDataset, batch_size: int, num_workers: int, pin_memory: bool
+) -> Iterator[_Batch]:
+    """Collated batches in order. With workers, the first batch is decoded here while the
+    workers start on the rest, so that the model does not wait for the workers to start."""
+    if num_workers == 0 or len(dataset) <= batch_size:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(start + batch_size, len(dataset))
+            yield _collate([dataset[i] for i in range(start, stop)])
+        return
+    rest = DataLoader(
+        Subset(dataset, range(batch_size, len(dataset))),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_lower_priority,
+    )
+    workers = iter(rest)  # starts the worker processes and their first batches
+    yield _collate([dataset[i] for i in range(batch_size)])
+    yield from workers
+
+
+def _merge(batch: _Batch, decoded: list[torch.Tensor | str], device: torch.device):
+    """The batch's indices and images (CPU-decoded, then device-decoded) on the device, and
+    its failures."""
+    indices, parts = list(batch.indices), [] if batch.tensors is None else [batch.tensors]
+    failed = list(batch.failed)
+    on_device = []
+    for index, result in zip(batch.jpeg_indices, decoded, strict=True):
+        if isinstance(result, str):
+            failed.append((index, result))
+        else:
+            indices.append(index)
+            on_device.append(result)
+    if on_device:
+        parts = [part.to(device, non_blocking=True) for part in parts]
+        parts.append(torch.stack(on_device))
+    tensors = torch.cat(parts) if len(parts) > 1 else (parts[0] if parts else None)
+    return indices, tensors, failed
+
+
 def encode_items(
     items: Sequence[ImageItem],
     encoder: Encoder,
@@ -130,30 +313,38 @@ def encode_items(
     progress: ProgressCallback | None = None,
     on_batch: Callable[[list[int], np.ndarray], None] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Embed items; returns (vectors by item index, failure reason by item index)."""
+    """Embed items; returns (vectors by item index, failure reason by item index).
+
+    On CUDA, JPEG files decode on the GPU (``torchvision.io.decode_jpeg``) when the encoder
+    allows fast decoding and its preprocessing can run on tensors; other files, and JPEGs the
+    GPU cannot decode, take the usual path.
+    """
     if batch_size is None:
         batch_size = default_batch_size(encoder.device)
     if num_workers is None:
         num_workers = default_num_workers()
-    if len(items) <= batch_size:
-        num_workers = 0  # starting worker processes costs more than it saves here
-    loader = DataLoader(
-        _DecodingDataset(items, encoder.preprocess),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=encoder.device.type == "cuda",
+    jpeg_device = _jpeg_decode_device(encoder)
+    dataset = _DecodingDataset(
+        items,
+        encoder.preprocess,
+        draft_side=encoder.draft_side,
+        jpeg_on_device=jpeg_device is not None,
     )
+    device_decoder = None if jpeg_device is None else _DeviceJpegDecoder(encoder, jpeg_device)
+    pin_memory = encoder.device.type == "cuda"
     vectors: dict[int, np.ndarray] = {}
     failures: dict[int, str] = {}
     done, started = 0, time.perf_counter()
     encoder.model.eval()
     with torch.inference_mode():
-        for indices, batch, failed in loader:
+        for batch in _batches(dataset, batch_size, num_workers, pin_memory=pin_memory):
+            indices, tensors, failed = batch.indices, batch.tensors, batch.failed
+            if device_decoder is not None and batch.jpegs:
+                decoded = device_decoder(batch.jpegs)
+                indices, tensors, failed = _merge(batch, decoded, jpeg_device)
             failures.update(failed)
-            if batch is not None:
-                features = encoder.encode(batch)
+            if tensors is not None:
+                features = encoder.encode(tensors)
                 features = features / features.norm(dim=-1, keepdim=True)
                 rows = features.cpu().numpy().astype(np.float32, copy=False)
                 vectors.update(zip(indices, rows, strict=True))

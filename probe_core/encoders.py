@@ -20,7 +20,7 @@ import pickle
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,6 +30,15 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms
+
+from .acceleration import (
+    ExecutionPath,
+    PathChoice,
+    PrecisionError,
+    TensorPreprocess,
+    draft_min_side,
+    select_path,
+)
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"
 
@@ -57,7 +66,14 @@ class EncoderUnavailableError(EncoderError):
 
 @dataclass
 class Encoder:
-    """A frozen image encoder in eval mode, ready for batched extraction."""
+    """A frozen image encoder in eval mode, ready for batched extraction.
+
+    ``path`` is how the model runs (``precision`` names it: ``fp32``,
+    ``fp32+channels_last``, ``int8-dynamic``, ``bf16``, ``fp16``) and ``path_choice`` why.
+    ``fast_decoding`` lets extraction decode JPEGs faster where the preprocessing allows:
+    at a reduced size (``draft_side``) on the CPU, on the GPU with CUDA
+    (``decodes_jpeg_on_device``); off with ``precision="fp32"``, the reference.
+    """
 
     name: str
     encoder_id: str
@@ -66,22 +82,61 @@ class Encoder:
     dim: int
     device: torch.device
     dtype: torch.dtype
+    path: ExecutionPath = field(default_factory=ExecutionPath)
+    path_choice: PathChoice | None = None
+    fast_decoding: bool = False
+
+    @property
+    def precision(self) -> str:
+        """The execution path, e.g. ``fp32``, ``fp32+channels_last``, ``int8-dynamic``."""
+        if self.dtype == torch.float16 and self.path.numerics != "fp16":
+            return "fp16"  # an Encoder built by hand with a half-precision model
+        return self.path.name
 
     @property
     def preprocess_id(self) -> str:
-        """A digest of the preprocessing pipeline (sizes, interpolation, mean/std)."""
-        return hashlib.sha256(repr(self.preprocess).encode()).hexdigest()[:16]
+        """A digest of the preprocessing pipeline (sizes, interpolation, mean/std), and of
+        JPEG draft decoding when it is on."""
+        recipe = repr(self.preprocess)
+        if self.draft_side:
+            recipe += f"|jpeg-draft>={self.draft_side}"
+        if self.decodes_jpeg_on_device:
+            recipe += "|jpeg-on-device"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     @property
     def cache_key(self) -> str:
-        """Everything that determines an embedding besides the image bytes."""
-        precision = "fp16" if self.dtype == torch.float16 else "fp32"
-        return f"{self.encoder_id}|pre={self.preprocess_id}|{precision}"
+        """Everything that determines an embedding besides the image bytes.
+
+        The arithmetic (fp32, int8-dynamic, bf16, fp16) is part of it; the memory layout is
+        not, since channels_last keeps fp32 arithmetic (checked to agree within 1e-5 when
+        chosen), like the thread count or batch size, which are not part of it either.
+        """
+        numerics = "fp16" if self.dtype == torch.float16 else self.path.numerics
+        return f"{self.encoder_id}|pre={self.preprocess_id}|{numerics}"
+
+    @property
+    def draft_side(self) -> int | None:
+        """JPEGs may decode at 1/2, 1/4 or 1/8 size while their shorter side stays at least
+        this (twice the preprocessing's resize target); None: always full size."""
+        return draft_min_side(self.preprocess) if self.fast_decoding else None
+
+    @property
+    def tensor_preprocess(self) -> TensorPreprocess | None:
+        """The preprocessing on decoded uint8 tensors (for GPU JPEG decoding), if expressible."""
+        return TensorPreprocess.from_pil(self.preprocess)
+
+    @property
+    def decodes_jpeg_on_device(self) -> bool:
+        """Whether extraction decodes JPEG files on the GPU (CUDA, fast decoding on)."""
+        return (
+            self.fast_decoding and self.device.type == "cuda" and self.tensor_preprocess is not None
+        )
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw (unnormalised) float32 features for a preprocessed batch."""
-        features = self.model(batch.to(self.device, self.dtype, non_blocking=True))
-        return features.float()
+        batch = batch.to(self.device, self.dtype, non_blocking=True)
+        return self.path.run(self.model, batch).float()
 
     @property
     def has_text_tower(self) -> bool:
@@ -451,8 +506,16 @@ def is_weight_free(name: str) -> bool:
     return False
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Encoder:
-    """Build a frozen encoder by name on the best (or requested) device."""
+def load_encoder(
+    name: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto"
+) -> Encoder:
+    """Build a frozen encoder by name on the best (or requested) device.
+
+    ``precision="auto"``: on the CPU the fastest execution path measured faithful to fp32
+    on a calibration batch (see ``probe_core.acceleration``), and JPEG draft decoding where
+    the preprocessing allows it; fp16 on CUDA. ``"fp32"``: the plain fp32 model and
+    full-size decoding (the reference). A path name (e.g. ``"int8-dynamic"``) forces it.
+    """
     family, sep, spec = name.partition(":")
     if not sep or family not in ENCODER_FAMILIES:
         raise EncoderError(
@@ -461,18 +524,26 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Enco
         )
     model, preprocess, dim, identity = ENCODER_FAMILIES[family](spec)
     target = pick_device(device)
-    half = target.type == "cuda" and not getattr(model, "keeps_float32", False)
-    dtype = torch.float16 if half else torch.float32
-    model = model.to(target, dtype).eval()
+    model = model.to(target, torch.float32).eval()
     model.requires_grad_(False)
+    encoder_id = f"{family}:{identity}"
+    remember_as = (encoder_id, repr(preprocess), str(target), torch.get_num_threads())
+    try:
+        model, choice = select_path(model, preprocess, target, precision, remember_as=remember_as)
+    except PrecisionError as error:
+        raise EncoderError(str(error)) from error
+    dtype = torch.float16 if choice.path.numerics == "fp16" else torch.float32
     return Encoder(
         name=name,
-        encoder_id=f"{family}:{identity}",
+        encoder_id=encoder_id,
         model=model,
         preprocess=preprocess,
         dim=dim,
         device=target,
         dtype=dtype,
+        path=choice.path,
+        path_choice=choice,
+        fast_decoding=precision != "fp32",
     )
 
 

@@ -16,10 +16,11 @@ from .evaluation.comparison import comparison_table, pairs_table, per_image_tabl
 from .evaluation.duplicates import duplicates_table
 from .evaluation.fewshot import fewshot_figure, fewshot_table
 from .evaluation.label_issues import label_issues_table
+from .evaluation.map_quality import DEFAULT_NEIGHBOURS, projection_table
 from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure
 from .probe import ProbeWeights
-from .projection import Projection
+from .projection import Projection, score_map
 
 if TYPE_CHECKING:
     from .study import ComparisonOutcome
@@ -33,8 +34,11 @@ RUN_OUTPUTS = (
     "skipped.csv",
     "duplicates.csv",
     "label_issues.csv",
+    "projection.csv",
+    "map_quality.json",
 )
 MAP_OUTPUT = "umap.html"
+MAP_OUTPUTS = (MAP_OUTPUT, "projection.csv", "map_quality.json")  # written with every map
 
 
 def predictions_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
@@ -155,7 +159,7 @@ def write_run(
     """Write a run's output files into ``out_dir`` (the map only with a projection)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in RUN_OUTPUTS if name != MAP_OUTPUT}
+    paths = {name: out / name for name in RUN_OUTPUTS if name not in MAP_OUTPUTS}
     document = metrics_document(embeddings, result, settings)
     paths["metrics.json"].write_text(json.dumps(document, indent=2, allow_nan=True))
     predictions_table(embeddings, result).to_csv(paths["predictions.csv"], index=False)
@@ -166,17 +170,28 @@ def write_run(
     result_label_issues_table(embeddings, result).to_csv(paths["label_issues.csv"], index=False)
     written = list(paths.values())
     if projection is not None:
-        written.append(write_map(out, embeddings, result, projection))
+        written.extend(write_map(out, embeddings, result, projection))
     return written
 
 
 def write_map(
     out_dir: str | Path, embeddings: Embeddings, result: ProbeResult, projection: Projection
-) -> Path:
-    """The map as standalone HTML (``umap.html``, whichever method made it)."""
-    path = Path(out_dir) / MAP_OUTPUT
-    write_figure(embedding_figure(projection, embeddings, result), path)
-    return path
+) -> list[Path]:
+    """The map as standalone HTML (``umap.html``, whichever method made it), its coordinates
+    (``projection.csv``: path,label,x,y[,z]) and how far to trust it (``map_quality.json``:
+    trustworthiness and k-NN label agreement in the full embedding and on the map)."""
+    out = Path(out_dir)
+    html, table, quality = (out / name for name in MAP_OUTPUTS)
+    write_figure(embedding_figure(projection, embeddings, result), html)
+    labels = [embeddings.class_names[i] for i in embeddings.labels]
+    projection_table(embeddings.paths, labels, projection.coords).to_csv(table, index=False)
+    score = projection.score
+    if score is None:  # a projection made without the labels
+        k = projection.params.get("n_neighbors", DEFAULT_NEIGHBOURS)
+        score = score_map(embeddings.vectors, projection.coords, embeddings.labels, k=k)
+    document = score.to_json_dict() if score is not None else {"note": "too few points to score"}
+    quality.write_text(json.dumps(document, indent=2))
+    return [html, table, quality]
 
 
 def probe_to_safetensors(weights: ProbeWeights) -> bytes:

@@ -1,4 +1,9 @@
-"""Decode image bytes into an RGB Pillow image, or say precisely why not."""
+"""Decode image bytes into an RGB Pillow image, or say precisely why not.
+
+Large JPEGs can be decoded at a reduced size (Pillow's draft mode: libjpeg scales by 1/2,
+1/4 or 1/8 while decoding, several times faster) when the caller says how long the shorter
+side must stay (``draft_min_side``); embed.py asks for twice the encoder's resize target.
+"""
 
 from __future__ import annotations
 
@@ -89,11 +94,19 @@ def _pad_extreme_aspect(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def load_image(data: bytes) -> Image.Image:
+def draft_scale(size: tuple[int, int], min_side: int) -> int:
+    """The JPEG draft scale (1, 2, 4 or 8) that keeps the shorter side at least ``min_side``."""
+    room = min(size) // max(1, min_side)
+    return next((scale for scale in (8, 4, 2) if room >= scale), 1)
+
+
+def load_image(data: bytes, *, draft_min_side: int | None = None) -> Image.Image:
     """Decode bytes to an RGB image with EXIF orientation applied (first frame of animations).
 
     Raises ImageLoadError with a reason a user can act on. Pillow's
-    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept.
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept. With ``draft_min_side``,
+    a JPEG whose shorter side is at least twice that decodes at 1/2, 1/4 or 1/8 of its size,
+    its shorter side staying at least ``draft_min_side``.
     """
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
@@ -102,6 +115,10 @@ def load_image(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.seek(0)
+            if draft_min_side and image.format == "JPEG":
+                scale = draft_scale(image.size, draft_min_side)
+                if scale > 1:  # asks libjpeg for exactly this scale; the mode stays
+                    image.draft(image.mode, (image.width // scale, image.height // scale))
             image.load()
     except Image.DecompressionBombError as error:
         raise ImageLoadError(

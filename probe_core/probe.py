@@ -2,15 +2,24 @@
 
 ``LinearProbe.fit`` only ever sees training data: it carves a stratified validation
 split out of what it is given (or uses stratified k-fold when that is too small),
-sweeps C over a log grid, then refits on everything it was given at the chosen C.
+searches C on a log grid, then refits on everything it was given at the chosen C.
 Which images train and which score it is the business of ``probe_core.evaluation``.
+
+Choosing C: from ``COARSE_TO_FINE_MIN_IMAGES`` images on, a coarse-to-fine search (as in the
+CLIP paper) measures the grid every ``COARSE_STRIDE`` steps, then halves the step around the
+best C down to the grid's own step; fewer images measure the whole grid. Both extend past an
+edge of the grid towards ``C_LIMITS`` and break ties the same way. Fits along the way are
+warm-started and run in float32; the final refit is a plain float64 ``LogisticRegression``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +41,20 @@ C_LIMITS = (1e-6, 1e6)  # the CLIP paper's search range; the grid is extended up
 MIN_IMAGES_PER_CLASS = 2
 MIN_VALIDATION_PER_CLASS = 2  # below this, C is chosen by stratified k-fold instead
 SELECTIONS = ("auto", "kfold")
+SEARCHES = ("auto", "coarse-to-fine", "grid")
+SOLVERS = ("auto", "sklearn", "torch")
 SMALL_PROBLEM_ELEMENTS = 2_000_000  # below this many X entries, fits run on one BLAS thread
+COARSE_STRIDE = 2  # grid steps between the coarse C values: a decade on the default grid
+# Below this many images the whole grid is measured: validation curves on a few hundred images
+# are noisy enough to hold a spike that coarse steps skip, and the grid costs little there.
+COARSE_TO_FINE_MIN_IMAGES = 1000
+# Solver tolerance (scikit-learn's gtol, on the largest gradient entry), as scikit-learn's.
+# Looser is not safe: at zero weights that gradient is only 6e-4 to 2e-2 on embeddings that
+# share a large common direction, so 1e-3 may stop before the first step, and 3e-4 already
+# moved the chosen C. Tighter (to 1e-5) left the chosen C of 10,000 realistic embeddings
+# where it was for ~3x the iterations. See bench/probe_speed.py.
+DEFAULT_TOL = 1e-4
+SELECTION_DTYPE = np.float32  # C is chosen with float32 fits (see LinearProbe.fit)
 
 
 class ProbeError(ValueError):
@@ -46,6 +68,8 @@ class SweepResult:
     The chosen C has the best validation accuracy; ties go to the lower validation
     log loss, so a perfectly separable set does not pick a uselessly small C.
     ``extended`` says the grid was widened because the best C sat on its edge.
+    ``c_values`` holds every C measured, ascending (under a coarse-to-fine search, only
+    those the search visited).
     """
 
     c_values: tuple[float, ...]
@@ -56,9 +80,11 @@ class SweepResult:
     extended: bool = False
 
 
-def _logistic_regression(c: float, seed: int, max_iter: int, warm_start: bool = False):
+def _logistic_regression(
+    c: float, seed: int, max_iter: int, warm_start: bool = False, tol: float = DEFAULT_TOL
+):
     return LogisticRegression(
-        C=c, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=warm_start
+        C=c, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=warm_start, tol=tol
     )
 
 
@@ -82,20 +108,166 @@ def groups_per_class(labels: np.ndarray, groups: np.ndarray | None) -> dict[int,
     return {int(label): len(np.unique(groups[labels == label])) for label in np.unique(labels)}
 
 
+def resolve_solver(solver: str, device: str = "auto") -> str:
+    """The solver that runs, "sklearn" or "torch": ``auto`` is torch on a CUDA or MPS
+    device, scikit-learn on the CPU (where torch measured slower, bench/probe_speed.py)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}")
+    if solver != "auto":
+        return solver
+    from .encoders import pick_device
+
+    return "torch" if pick_device(device).type in ("cuda", "mps") else "sklearn"
+
+
+def coarse_stride(grid: list[float], stride: int | None = None) -> int:
+    """Grid steps between coarse C values: ``stride`` (a power of two, halved until the
+    coarse level keeps at least three intervals); 1 when the grid is not a log grid."""
+    if len(grid) < 3 or not np.allclose(np.diff(np.log10(grid)), np.log10(grid[1] / grid[0])):
+        return 1
+    stride = 2 ** int(math.log2(max(1, COARSE_STRIDE if stride is None else stride)))
+    while stride > 1 and (len(grid) - 1) / stride < 3:
+        stride //= 2
+    return stride
+
+
+@dataclass(frozen=True)
+class CLattice:
+    """The grid's C values by position, extended past either end by the grid's step up to
+    the limits: position ``i`` is ``grid[i]`` inside, ``grid[0] * 10**(i * step)`` below."""
+
+    grid: tuple[float, ...]
+    low: int  # lowest position allowed (<= 0)
+    high: int  # highest position allowed (>= len(grid) - 1)
+
+    @classmethod
+    def around(cls, grid: list[float], limits: tuple[float, float]) -> CLattice:
+        step = math.log10(grid[1] / grid[0]) if len(grid) > 1 else 1.0
+        below = max(0, math.floor(math.log10(grid[0] / limits[0]) / step + 1e-9))
+        above = max(0, math.floor(math.log10(limits[1] / grid[-1]) / step + 1e-9))
+        return cls(tuple(grid), -below, len(grid) - 1 + above)
+
+    @property
+    def step(self) -> float:
+        return math.log10(self.grid[1] / self.grid[0]) if len(self.grid) > 1 else 1.0
+
+    def c(self, position: int) -> float:
+        if position < 0:
+            return float(self.grid[0] * 10 ** (position * self.step))
+        if position >= len(self.grid):
+            return float(self.grid[-1] * 10 ** ((position - len(self.grid) + 1) * self.step))
+        return self.grid[position]
+
+
+def search_c(
+    lattice: CLattice,
+    stride: int,
+    measure: Callable[[list[int]], None],
+    best: Callable[[], int],
+    measured: Callable[[], list[int]],
+) -> None:
+    """Coarse-to-fine search over lattice positions (``stride`` 1: the exhaustive grid).
+
+    Measures the grid every ``stride`` positions and at both ends, then halves the step
+    around the best position, inside the span measured, down to one grid step. When the
+    best is then the lowest (highest) position measured, the span is extended ``stride``
+    positions further, up to the limits, and refined again. With stride 1 this is the
+    whole grid followed by a step-by-step extension at an edge.
+    """
+    last = len(lattice.grid) - 1
+    measure(sorted({*range(0, last + 1, stride), last}))
+    while True:
+        step = stride
+        while step > 1:
+            step //= 2
+            position, done = best(), measured()
+            around = (position - step, position + step)
+            measure([p for p in around if done[0] < p < done[-1] and p not in done])
+        position, done = best(), measured()
+        if position == done[0] and position > lattice.low:
+            measure([max(position - stride, lattice.low)])
+        elif position == done[-1] and position < lattice.high:
+            measure([min(position + stride, lattice.high)])
+        else:
+            return
+
+
+def _blend(lower, upper, weight: float):
+    """A copy of fitted model ``lower`` whose weights are ``(1 - weight) * lower + weight *
+    upper``: a warm start between two solutions of the regularisation path."""
+    model = copy.deepcopy(lower)
+    if hasattr(model, "linear_"):  # TorchLogisticRegression
+        for mine, theirs in zip(
+            model.linear_.parameters(), upper.linear_.parameters(), strict=True
+        ):
+            mine.data.lerp_(theirs.data, weight)
+    else:
+        model.coef_ = (1 - weight) * lower.coef_ + weight * upper.coef_
+        model.intercept_ = (1 - weight) * lower.intercept_ + weight * upper.intercept_
+    return model
+
+
+class _SplitPath:
+    """Fits along C on one validation split, each warm-started from the path so far: at a C
+    between two measured ones, from their solutions interpolated in log C (at the last
+    refinement on 6,000 realistic embeddings, 15 L-BFGS iterations instead of 49 from either
+    end); above them all, from the highest; below them all, from zero."""
+
+    def __init__(self, new_model, X, y, labels, train_index, val_index):
+        self.new_model = new_model
+        self.X, self.y, self.labels = X, y, labels
+        self.train_index, self.val_index = train_index, val_index
+        self.fitted: dict[float, object] = {}
+
+    def scores(self, c_values: list[float]) -> list[tuple[float, float]]:
+        """(validation accuracy, validation log loss) at each C, fitted in ascending order."""
+        return [self._score(c) for c in sorted(c_values)]
+
+    def _score(self, c: float) -> tuple[float, float]:
+        below = [known for known in self.fitted if known < c]
+        above = [known for known in self.fitted if known > c]
+        if below and above:
+            low, high = max(below), min(above)
+            weight = math.log(c / low) / math.log(high / low)
+            model = _blend(self.fitted[low], self.fitted[high], weight).set_params(C=c)
+        elif below:
+            model = copy.deepcopy(self.fitted[max(below)]).set_params(C=c)
+        else:
+            model = self.new_model(c)
+        model.fit(self.X[self.train_index], self.y[self.train_index])
+        self.fitted[c] = model
+        probabilities = np.zeros((len(self.val_index), len(self.labels)))
+        columns = np.searchsorted(self.labels, model.classes_)
+        probabilities[:, columns] = model.predict_proba(self.X[self.val_index])
+        probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 rounding
+        truth = self.y[self.val_index]
+        accuracy = float(np.mean(self.labels[np.argmax(probabilities, axis=1)] == truth))
+        return accuracy, float(log_loss(truth, probabilities, labels=self.labels))
+
+
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression whose C is chosen on held-out training data.
 
     Parameters
     ----------
-    c_grid : C values to sweep (ascending log grid by default, 1e-3 ... 1e4). When the best
-        C sits on an edge, the grid is extended in that direction, step by step, up to
-        ``c_limits`` (1e-6 ... 1e6, as in the CLIP paper).
-    C : a fixed C; when set, no sweep is run.
+    c_grid : C values to search (ascending log grid by default, 1e-3 ... 1e4). When the best
+        C sits on an edge, the grid is extended in that direction up to ``c_limits``
+        (1e-6 ... 1e6, as in the CLIP paper).
+    C : a fixed C; when set, no search is run.
     val_size : fraction of the training data held out to choose C.
     n_folds : folds for stratified k-fold when the data is too small for a split.
     selection : "auto" (a validation split, or k-fold when too small) or "kfold" (always
         stratified k-fold cross-validation).
     seed : seeds every split and the solver.
+    search : "coarse-to-fine" (every ``COARSE_STRIDE``-th grid C, then halving the step
+        around the best), "grid" (every grid C) or "auto" (the grid below
+        ``COARSE_TO_FINE_MIN_IMAGES`` images, else coarse-to-fine).
+    solver : "sklearn" (``LogisticRegression``, L-BFGS in float64), "torch"
+        (``TorchLogisticRegression``: the same objective in float32 on ``device``) or "auto"
+        (torch on CUDA/MPS, else scikit-learn).
+    tol : solver tolerance on the largest gradient entry (scikit-learn's ``tol``).
+    selection_tol : the same for the fits that choose C; None: ``tol``.
+    device, minibatch, batch_size : for the torch solver (see ``TorchLogisticRegression``).
 
     ``fit(X, y, groups=None, validation_mask=None)``: ``groups`` keeps duplicate images
     together on one side of every validation split; ``validation_mask`` marks a given
@@ -112,6 +284,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         seed: int = 0,
         max_iter: int = 1000,
         c_limits: tuple[float, float] = C_LIMITS,
+        search: str = "auto",
+        solver: str = "auto",
+        tol: float = DEFAULT_TOL,
+        selection_tol: float | None = None,
+        device: str = "auto",
+        minibatch: bool | None = None,
+        batch_size: int = 256,
     ):
         self.c_grid = c_grid
         self.C = C
@@ -121,6 +300,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.max_iter = max_iter
         self.c_limits = c_limits
+        self.search = search
+        self.solver = solver
+        self.tol = tol
+        self.selection_tol = selection_tol
+        self.device = device
+        self.minibatch = minibatch
+        self.batch_size = batch_size
 
     def fit(
         self,
@@ -129,20 +315,52 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         groups: np.ndarray | None = None,
         validation_mask: np.ndarray | None = None,
     ) -> LinearProbe:
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        if len(np.unique(y)) < 2:
-            raise ProbeError("a probe needs at least two classes in the training data")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}")
-        with warnings.catch_warnings(), _blas_threads_for(X):
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {', '.join(SEARCHES)}")
+        self.solver_ = resolve_solver(self.solver, self.device)
+        X, y = self._as_input(X), np.asarray(y)
+        if len(np.unique(y)) < 2:
+            raise ProbeError("a probe needs at least two classes in the training data")
+        threads = _blas_threads_for(X) if self.solver_ == "sklearn" else contextlib.nullcontext()
+        with warnings.catch_warnings(), threads:
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.sweep_ = self._choose_c(X, y, groups, validation_mask)
-            self.model_ = _logistic_regression(self.sweep_.chosen_c, self.seed, self.max_iter)
+            # Choosing C needs rankings, not float64 weights: the embeddings are float32 to
+            # begin with, and float32 fits are ~1.5x cheaper (bench/probe_speed.py).
+            self.sweep_ = self._choose_c(
+                X.astype(SELECTION_DTYPE, copy=False), y, groups, validation_mask
+            )
+            # A cold refit, as a plain LogisticRegression fit: warm-started from the search's
+            # solution, L-BFGS often stops at once (its gradient is already within tol).
+            self.model_ = self._new_model(self.sweep_.chosen_c)
             self.model_.fit(X, y)
         self.classes_ = self.model_.classes_
         self.chosen_c_ = self.sweep_.chosen_c
         return self
+
+    def _new_model(self, c: float, warm_start: bool = False, tol: float | None = None):
+        tol = self.tol if tol is None else tol
+        if self.solver_ == "torch":
+            from .torch_probe import TorchLogisticRegression
+
+            return TorchLogisticRegression(
+                C=c,
+                tol=tol,
+                max_iter=self.max_iter,
+                warm_start=warm_start,
+                device=self.device,
+                minibatch=self.minibatch,
+                batch_size=self.batch_size,
+                random_state=self.seed,
+            )
+        return _logistic_regression(c, self.seed, self.max_iter, warm_start, tol)
+
+    def search_for(self, X: np.ndarray) -> str:
+        """The search ``fit`` runs on ``X``: "grid" or "coarse-to-fine"."""
+        if self.search != "auto":
+            return self.search
+        return "grid" if len(X) < COARSE_TO_FINE_MIN_IMAGES else "coarse-to-fine"
 
     def _choose_c(
         self,
@@ -169,65 +387,36 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 (DEFAULT_C,), (float("nan"),), DEFAULT_C, "default C (too few images to choose)"
             )
         labels = np.unique(y)
-        measured: dict[float, tuple[float, float]] = {}
-        # One warm-started model per split, left at the highest C measured so far, so
-        # extending the grid upwards continues from there (high C is what is slow to fit).
-        models = [
-            _logistic_regression(grid[0], self.seed, self.max_iter, warm_start=True) for _ in splits
+        tol = self.tol if self.selection_tol is None else self.selection_tol
+        paths = [
+            _SplitPath(lambda c: self._new_model(c, True, tol), X, y, labels, train, val)
+            for train, val in splits
         ]
+        lattice = CLattice.around(grid, self.c_limits)
+        measured: dict[int, tuple[float, float]] = {}
 
-        def measure(values: list[float], warm: list[LogisticRegression] | None) -> None:
-            scores, losses = self._score_path(X, y, labels, splits, values, warm)
-            measured.update(zip(values, zip(scores, losses, strict=True), strict=True))
+        def measure(positions: list[int]) -> None:
+            if not positions:
+                return
+            c_values = [lattice.c(p) for p in sorted(positions)]
+            per_split = np.array([path.scores(c_values) for path in paths])
+            means = per_split.mean(axis=0)
+            measured.update(zip(sorted(positions), map(tuple, means), strict=True))
 
-        measure(grid, models)
-        step = np.log10(grid[1] / grid[0]) if len(grid) > 1 else 1.0
-        low_limit, high_limit = self.c_limits
-        extended = False
-        while True:
-            cs = sorted(measured)
-            best = min(cs, key=lambda c: (-measured[c][0], measured[c][1], c))
-            if best == cs[0] and best / 10**step >= low_limit * (1 - 1e-9):
-                measure([float(best / 10**step)], None)
-            elif best == cs[-1] and best * 10**step <= high_limit * (1 + 1e-9):
-                measure([float(best * 10**step)], models)
-            else:
-                break
-            extended = True
-        cs = sorted(measured)
+        def best() -> int:
+            return min(measured, key=lambda p: (-measured[p][0], measured[p][1], p))
+
+        stride = coarse_stride(grid) if self.search_for(X) == "coarse-to-fine" else 1
+        search_c(lattice, stride, measure, best, lambda: sorted(measured))
+        positions = sorted(measured)
         return SweepResult(
-            tuple(cs),
-            tuple(float(measured[c][0]) for c in cs),
-            best,
+            tuple(lattice.c(p) for p in positions),
+            tuple(float(measured[p][0]) for p in positions),
+            lattice.c(best()),
             method,
-            tuple(float(measured[c][1]) for c in cs),
-            extended,
+            tuple(float(measured[p][1]) for p in positions),
+            extended=positions[0] < 0 or positions[-1] >= len(grid),
         )
-
-    def _score_path(self, X, y, labels, splits, c_values: list[float], models=None):
-        """Mean validation accuracy and log loss over the splits for each C (ascending).
-
-        ``models`` (one per split) are warm-started and continued; without them each
-        split starts cold.
-        """
-        scores, losses = np.zeros(len(c_values)), np.zeros(len(c_values))
-        for split_number, (train_index, val_index) in enumerate(splits):
-            model = (
-                models[split_number]
-                if models is not None
-                else _logistic_regression(c_values[0], self.seed, self.max_iter, True)
-            )
-            # Ascending C with warm starts: each fit begins from the previous solution.
-            for position, c in enumerate(c_values):
-                model.set_params(C=c)
-                model.fit(X[train_index], y[train_index])
-                probabilities = np.zeros((len(val_index), len(labels)))
-                columns = np.searchsorted(labels, model.classes_)
-                probabilities[:, columns] = model.predict_proba(X[val_index])
-                predicted = labels[np.argmax(probabilities, axis=1)]
-                scores[position] += np.mean(predicted == y[val_index])
-                losses[position] += log_loss(y[val_index], probabilities, labels=labels)
-        return scores / len(splits), losses / len(splits)
 
     def _validation_splits(
         self, y: np.ndarray, groups: np.ndarray | None
@@ -266,11 +455,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(np.asarray(X, dtype=np.float64))
+        return self.model_.predict_proba(self._as_input(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "model_")
-        return self.model_.predict(np.asarray(X, dtype=np.float64))
+        return self.model_.predict(self._as_input(X))
+
+    def _as_input(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32 if self.solver_ == "torch" else np.float64)
 
     @property
     def coef_(self) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 The key is a sha256 over the embeddings' content (vectors, labels, paths, class names,
 splits, file digests, encoder id), every argument of ``run_probe`` (defaults filled in; the
-probe by its ``get_params()``), the shape of the stored classes, the scikit-learn version
-and ``FORMAT_VERSION`` (bump it to drop every entry).
+probe by its ``get_params()``), ``FORMAT_VERSION`` (bump it to drop every entry) and a
+fingerprint of the code behind a result (the source of ``probe_core.evaluation`` and the
+probe, the versions of numpy, scipy, scikit-learn, statsmodels and cleanlab), so that a
+stored result is always the one a fresh run would give.
 
 The value is the whole ``ProbeResult``, stored without pickle: one ``.npz`` per key (read
 with ``allow_pickle=False``) holding the numpy arrays and a JSON document for the rest.
@@ -21,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import logging
@@ -31,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sklearn
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
@@ -50,6 +52,7 @@ FORMAT_VERSION = 1
 RESULTS_FOLDER = "results"  # inside the embedding cache folder
 DEFAULT_MAX_BYTES = 512 * 2**20
 HIT_MESSAGE = "from cache"  # the StudyProgress message of an evaluation served from here
+RESULT_LIBRARIES = ("numpy", "scipy", "scikit-learn", "statsmodels", "cleanlab")
 
 # The only classes a stored document may name.
 _DATACLASSES = {
@@ -94,7 +97,7 @@ def _feed(hasher, value) -> None:
     elif isinstance(value, float):
         hasher.update(f"F{value.hex()};".encode())
     elif isinstance(value, str):
-        encoded = value.encode()
+        encoded = value.encode(errors="surrogatepass")  # undecodable file names stay distinct
         hasher.update(b"S" + struct.pack("<Q", len(encoded)) + encoded)
     elif isinstance(value, np.ndarray):
         if value.dtype.hasobject:
@@ -137,12 +140,30 @@ def embeddings_digest(embeddings: Embeddings) -> str:
 
 
 @functools.cache
-def _schema() -> tuple:
-    """What the stored documents look like; a change here makes every old key miss."""
-    fields = {
-        name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in _DATACLASSES.items()
-    }
-    return (FORMAT_VERSION, sklearn.__version__, fields, tuple(sorted(_ESTIMATORS)))
+def code_fingerprint() -> str:
+    """sha256 over the source of the code that computes a probe result and the versions of
+    the libraries it calls: after an edit or an upgrade every stored result misses once.
+    (Edits to comments count too: a needless miss is cheap, a stale result is not.)"""
+    package = Path(__file__).resolve().parent
+    sources = [*sorted((package / "evaluation").glob("*.py")), package / "probe.py", Path(__file__)]
+    hasher = hashlib.sha256()
+    for source in sources:
+        try:
+            _feed(hasher, (source.name, source.read_bytes().decode(errors="replace")))
+        except OSError:  # no source files (a frozen install): the package version stands in
+            _feed(hasher, (source.name, _version("probe-studio")))
+    _feed(hasher, [(name, _version(name)) for name in RESULT_LIBRARIES])
+    return hasher.hexdigest()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+code_fingerprint()  # taken at import, so it describes the code this process runs, not later edits
 
 
 def result_key(embeddings: Embeddings, **options) -> str:
@@ -159,7 +180,10 @@ def result_key(embeddings: Embeddings, **options) -> str:
     if arguments.get("probe") is None:  # run_probe's own default
         arguments["probe"] = LinearProbe(seed=arguments["seed"])
     hasher = hashlib.sha256()
-    _feed(hasher, ("probe result", _schema(), embeddings_digest(embeddings), arguments))
+    _feed(
+        hasher,
+        (FORMAT_VERSION, code_fingerprint(), embeddings_digest(embeddings), arguments),
+    )
     return hasher.hexdigest()
 
 
@@ -317,7 +341,11 @@ class ResultCache:
                 handle.close()
                 Path(handle.name).unlink(missing_ok=True)
                 raise
-        os.replace(handle.name, path)
+        try:
+            os.replace(handle.name, path)
+        except OSError:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def _read(path: Path, key: str) -> ProbeResult:

@@ -54,6 +54,7 @@ class StudySettings:
     projection: str = "umap"  # "umap" | "pca" | "none"
     batch_size: int | None = None
     workers: int | None = None
+    precision: str = "auto"  # "auto" (fastest faithful path) | "fp32" (exact); see encoders
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class ComparisonOutcome:
 class StudyOutcome:
     """What a whole study produced."""
 
-    dataset: ImageDataset
+    dataset: ImageDataset | None  # None when the study started from precomputed embeddings
     embeddings: Embeddings
     result: ProbeResult
     projection: Projection | None
@@ -128,7 +129,11 @@ class Study:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             self.progress(StudyProgress("load encoder", message=self.settings.encoder))
-            self._encoder = load_encoder(self.settings.encoder, device=self.settings.device)
+            self._encoder = load_encoder(
+                self.settings.encoder,
+                device=self.settings.device,
+                precision=self.settings.precision,
+            )
         return self._encoder
 
     def scan(self, source: str | os.PathLike[str]) -> ImageDataset:
@@ -177,9 +182,11 @@ class Study:
         return result
 
     def project(self, embeddings: Embeddings, **options) -> Projection:
-        """The map of the embeddings (``settings.projection`` unless ``method=`` is given)."""
+        """The map of the embeddings (``settings.projection`` unless ``method=`` is given),
+        scored against the embeddings' labels (``Projection.score``)."""
         options.setdefault("method", self.settings.projection)
         options.setdefault("seed", self.settings.seed)
+        options.setdefault("labels", embeddings.labels)
         self.progress(StudyProgress("project", message=options["method"]))
         return project(embeddings.vectors, **options)
 
@@ -202,7 +209,9 @@ class Study:
         embeddings: dict[str, Embeddings] = {}
         rates: dict[str, float] = {}
         for name in names:
-            encoder = loaded.get(name) or load_encoder(name, device=self.settings.device)
+            encoder = loaded.get(name) or load_encoder(
+                name, device=self.settings.device, precision=self.settings.precision
+            )
             loaded[name] = encoder
             self._encoder = encoder
             self.progress(StudyProgress("load encoder", message=name))
@@ -276,8 +285,26 @@ class Study:
         """All stages; ``on_result`` sees the outcome before the (slower) map is made."""
         dataset = source if isinstance(source, ImageDataset) else self.scan(source)
         embeddings = self.embed(dataset)
+        return self._evaluate_and_project(dataset, embeddings, str(self.encoder.device), on_result)
+
+    def run_embeddings(
+        self,
+        embeddings: Embeddings,
+        on_result: Callable[[StudyOutcome], None] | None = None,
+    ) -> StudyOutcome:
+        """``run`` from precomputed embeddings (``embeddings_io.read_embeddings``): no scan and
+        no encoder; the outcome has no dataset and ``encoder_device`` "precomputed"."""
+        return self._evaluate_and_project(None, embeddings, "precomputed", on_result)
+
+    def _evaluate_and_project(
+        self,
+        dataset: ImageDataset | None,
+        embeddings: Embeddings,
+        encoder_device: str,
+        on_result: Callable[[StudyOutcome], None] | None,
+    ) -> StudyOutcome:
         result = self.evaluate(embeddings)
-        outcome = StudyOutcome(dataset, embeddings, result, None, str(self.encoder.device))
+        outcome = StudyOutcome(dataset, embeddings, result, None, encoder_device)
         if on_result is not None:
             on_result(outcome)
         if self.settings.projection != "none":

@@ -80,7 +80,8 @@ def test_open_clip_local_checkpoint_round_trips_to_identical_embeddings(tmp_path
     checkpoint = tmp_path / "vit_b_32.pt"
     torch.save({"state_dict": model.state_dict()}, checkpoint)
 
-    from_file = load_encoder(f"open_clip:ViT-B-32@{checkpoint}", device="cpu")
+    # fp32: the exact path; the fast paths are checked for fidelity in test_acceleration.py
+    from_file = load_encoder(f"open_clip:ViT-B-32@{checkpoint}", device="cpu", precision="fp32")
     assert from_file.encoder_id.startswith("open_clip:ViT-B-32@sha256:")
     dataset = scan_folder(image_folder)
     embedded = extract_embeddings(dataset, from_file, num_workers=0)

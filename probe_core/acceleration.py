@@ -1,0 +1,551 @@
+"""Faster execution paths for a frozen encoder, kept only where they are measured faithful.
+
+``select_path`` runs when an encoder loads. On the CPU with ``precision="auto"`` it embeds a
+fixed calibration batch (``calibration_batch``: 16 seeded synthetic images - noise, colour
+gradients, smooth blobs, flat shapes - through the encoder's own preprocessing) with the
+plain fp32 model, then with each candidate path:
+
+- ``fp32+channels_last``: the same fp32 arithmetic in NHWC layout (convolution-heavy models);
+- ``int8-dynamic``: ``quantize_dynamic`` on the ``nn.Linear`` layers the image forward uses
+  (int8 weights, activations quantised per batch; Linear-heavy models such as ViTs);
+- ``bf16``: bfloat16 autocast, tried only on CPUs with native bf16 instructions.
+
+A candidate is faithful when every calibration image keeps a cosine of at least
+``MIN_COSINE`` between its L2-normalised embedding and the fp32 one; a path that keeps fp32
+arithmetic must moreover agree within ``EXACT_TOLERANCE`` (it shares fp32's cache key).
+Each path embeds the first half of the batch as a warm-up and the second half timed; the
+faithful ones not twice slower are timed again, interleaved with fp32, best of
+``TIMING_ROUNDS``. Going from fp32 to channels_last to int8 to bf16 (ever less exact), a
+path replaces the one chosen so far only when it is at least ``MIN_SPEEDUP`` times as fast,
+so that timing noise cannot swap near-equal paths.
+
+Everything measured is kept in a ``PathChoice`` on the encoder (``encoder.path_choice``).
+On CUDA the model runs in fp16 as before; ``precision="fp32"`` always gives the plain model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torch import nn
+from torchvision import transforms
+
+MIN_COSINE = 0.999
+EXACT_TOLERANCE = 1e-5  # max |difference| of unit-norm embeddings for fp32-arithmetic paths
+MIN_SPEEDUP = 1.1
+CALIBRATION_IMAGES = 16
+CALIBRATION_SEED = 0
+TIMING_ROUNDS = 2
+MIN_LAYER_SHARE = 0.25  # of the forward's multiply-adds, for a layer kind to suggest a path
+
+NUMERICS = ("fp32", "int8-dynamic", "bf16", "fp16")  # from exact to least exact
+CHANNELS_LAST = "+channels_last"
+
+
+class PrecisionError(ValueError):
+    """A precision name that does not exist, or cannot run on the device."""
+
+
+@dataclass(frozen=True)
+class ExecutionPath:
+    """How a model runs: its arithmetic (``numerics``) and its memory layout."""
+
+    numerics: str = "fp32"  # one of NUMERICS
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        """e.g. ``fp32``, ``fp32+channels_last``, ``int8-dynamic``, ``bf16``, ``fp16``."""
+        return self.numerics + (CHANNELS_LAST if self.channels_last else "")
+
+    @property
+    def is_fp32_arithmetic(self) -> bool:
+        return self.numerics == "fp32"
+
+    @classmethod
+    def parse(cls, name: str) -> ExecutionPath:
+        numerics, _, layout = name.partition("+")
+        if numerics not in NUMERICS or layout not in ("", "channels_last"):
+            raise PrecisionError(
+                f"unknown precision {name!r}; expected auto, or one of {', '.join(NUMERICS)}"
+                " optionally followed by +channels_last"
+            )
+        return cls(numerics, channels_last=bool(layout))
+
+    def run(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """The model's output for a batch already on the model's device and dtype."""
+        if self.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if self.numerics == "bf16":
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16):
+                return model(batch)
+        return model(batch)
+
+
+@dataclass(frozen=True)
+class CandidateMeasurement:
+    """One candidate path on the calibration batch, compared with plain fp32."""
+
+    path: str
+    min_cosine: float  # over the calibration images, of unit-norm embeddings
+    max_abs_diff: float  # largest |difference| of one unit-norm embedding coordinate
+    faithful: bool
+    speedup: float | None = None  # fp32 seconds / this path's seconds; None: not timed
+    note: str = ""  # why it was rejected or skipped
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """The execution path an encoder uses, and why."""
+
+    path: ExecutionPath
+    reason: str
+    measurements: tuple[CandidateMeasurement, ...] = ()
+    fp32_images_per_second: float | None = None
+    seconds: float = 0.0  # what choosing cost at load time
+
+    @property
+    def precision(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """Where a forward pass spends its multiply-adds, and which Linear layers it uses."""
+
+    conv_macs: int
+    linear_macs: int
+    linear_names: frozenset[str]
+
+    def share(self, macs: int) -> float:
+        total = self.conv_macs + self.linear_macs
+        return macs / total if total else 0.0
+
+    @property
+    def conv_heavy(self) -> bool:
+        return self.share(self.conv_macs) >= MIN_LAYER_SHARE
+
+    @property
+    def linear_heavy(self) -> bool:
+        return self.share(self.linear_macs) >= MIN_LAYER_SHARE
+
+
+# ----------------------------------------------------------------------- calibration batch
+
+
+def calibration_images(
+    count: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED
+) -> list[Image.Image]:
+    """Seeded synthetic RGB images of four kinds and four sizes: the same on every machine."""
+    rng = np.random.default_rng(seed)
+    kinds = (_noise_image, _gradient_image, _blob_image, _shapes_image)
+    sizes = ((320, 240), (240, 320), (256, 256), (400, 300))
+    return [kinds[i % len(kinds)](rng, sizes[(i // len(kinds)) % len(sizes)]) for i in range(count)]
+
+
+def _noise_image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    width, height = size
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _gradient_image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width] / max(size)
+    channels = []
+    for _ in range(3):
+        angle, offset = rng.uniform(0, 2 * np.pi), rng.uniform(-0.5, 0.5)
+        ramp = np.cos(angle) * x + np.sin(angle) * y + offset
+        channels.append((ramp - ramp.min()) / (np.ptp(ramp) or 1.0))
+    return Image.fromarray((np.stack(channels, axis=-1) * 255).astype(np.uint8))
+
+
+def _blob_image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 8, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
+
+
+def _shapes_image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, size[0]), rng.integers(0, size[1])
+        x1, y1 = x0 + rng.integers(8, size[0] // 2), y0 + rng.integers(8, size[1] // 2)
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((int(x0), int(y0), int(x1), int(y1)), fill=colour)
+    return image.filter(ImageFilter.GaussianBlur(1))
+
+
+def calibration_batch(preprocess: Callable, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """The calibration images through the encoder's own preprocessing, stacked."""
+    return torch.stack([preprocess(image) for image in calibration_images(count)])
+
+
+# ----------------------------------------------------------------------- measuring
+
+
+def _unit(features: torch.Tensor) -> torch.Tensor:
+    features = features.double()
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def _layer_profile(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, LayerProfile]:
+    """The model's output for ``batch``, and the multiply-adds of its Conv2d/Linear layers."""
+    counts = {"conv": 0, "linear": 0}
+    used: set[str] = set()
+    handles = []
+
+    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        counts["conv"] += output.numel() * kernel * module.in_channels // module.groups
+
+    def linear_hook(name: str) -> Callable:
+        def hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
+            counts["linear"] += output.numel() * module.in_features
+            used.add(name)
+
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif type(module) is nn.Linear:  # subclasses (e.g. attention out_proj) stay float
+            handles.append(module.register_forward_hook(linear_hook(name)))
+    try:
+        output = model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, LayerProfile(counts["conv"], counts["linear"], frozenset(used))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _quiet_quantization() -> Iterator[None]:
+    # torch.ao.quantization warns that it is deprecated in favour of torchao at every call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _set_layout(model: nn.Module, channels_last: bool) -> None:
+    # A layout change is lossless, so the shared fp32 model can go back and forth.
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def prepare(model: nn.Module, path: ExecutionPath, linear_names: frozenset[str]) -> nn.Module:
+    """``model`` ready to run ``path``: the same module with its layout set, or for int8 a
+    quantised copy in which only ``linear_names`` are quantised (other towers stay float)."""
+    if path.numerics == "int8-dynamic":
+        from torch.ao.quantization import quantize_dynamic
+
+        with _quiet_quantization():
+            model = quantize_dynamic(model, set(linear_names), dtype=torch.qint8)
+    _set_layout(model, path.channels_last)
+    return model
+
+
+def bf16_is_native() -> bool:
+    """Whether this CPU has bfloat16 instructions (otherwise bf16 autocast is slow)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported", "_is_arm_sve_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def candidate_paths(profile: LayerProfile, device: torch.device) -> list[ExecutionPath]:
+    """The paths worth measuring for a model with this profile on this device, most exact first."""
+    if device.type != "cpu":
+        return []
+    layout = profile.conv_heavy
+    candidates = [ExecutionPath("fp32", channels_last=True)] if layout else []
+    if profile.linear_heavy and profile.linear_names and _quantization_available():
+        candidates.append(ExecutionPath("int8-dynamic", channels_last=layout))
+    if bf16_is_native():
+        candidates.append(ExecutionPath("bf16", channels_last=layout))
+    return candidates
+
+
+def _quantization_available() -> bool:
+    try:
+        from torch.ao.quantization import quantize_dynamic  # noqa: F401
+    except ImportError:
+        return False
+    return torch.backends.quantized.engine not in ("none", "")
+
+
+def fidelity(reference: torch.Tensor, features: torch.Tensor) -> tuple[float, float]:
+    """(min cosine, max |difference|) between the rows of two feature batches, unit-normed."""
+    expected, actual = _unit(reference), _unit(features)
+    cosines = (expected * actual).sum(dim=-1)
+    return float(cosines.min()), float((expected - actual).abs().max())
+
+
+def _judge(path: ExecutionPath, min_cosine: float, max_diff: float) -> tuple[bool, str]:
+    if not np.isfinite(min_cosine) or min_cosine < MIN_COSINE:
+        return False, f"min cosine {min_cosine:.5f} < {MIN_COSINE}"
+    if path.is_fp32_arithmetic and max_diff > EXACT_TOLERANCE:
+        return False, f"fp32 layout differs by {max_diff:.1e} > {EXACT_TOLERANCE:.0e}"
+    return True, ""
+
+
+@dataclass
+class _Trial:
+    path: ExecutionPath
+    model: nn.Module
+    measurement: CandidateMeasurement
+    seconds: float = float("inf")  # best time on the timed half of the calibration batch
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        _set_layout(self.model, self.path.channels_last)
+        return self.path.run(self.model, batch)
+
+    def timed_run(self, batch: torch.Tensor) -> torch.Tensor:
+        _set_layout(self.model, self.path.channels_last)
+        _synchronize(batch.device)
+        started = time.perf_counter()
+        output = self.path.run(self.model, batch)
+        _synchronize(batch.device)
+        self.seconds = min(self.seconds, time.perf_counter() - started)
+        return output
+
+
+# Paths chosen earlier in this process, by encoder: a later load re-checks fidelity only,
+# so that one process never switches path (and cache key) between loads.
+_CHOSEN: dict[tuple, ExecutionPath] = {}
+
+
+def forget_chosen_paths() -> None:
+    """Forget the paths chosen earlier in this process (the next load measures again)."""
+    _CHOSEN.clear()
+
+
+def calibrate(
+    model: nn.Module,
+    preprocess: Callable,
+    device: torch.device,
+    *,
+    remember_as: tuple | None = None,
+) -> tuple[nn.Module, PathChoice]:
+    """Measure the candidate paths on the calibration batch; the model to use and the choice.
+
+    Every path embeds the first half of the batch (a warm-up), then the second half, timed;
+    faithful paths that are not hopelessly slow get ``TIMING_ROUNDS - 1`` more timed runs
+    of the second half, interleaved with fp32, and keep their best time.
+    """
+    started = time.perf_counter()
+    fp32 = ExecutionPath()
+    remembered = _CHOSEN.get(remember_as) if remember_as is not None else None
+    if remembered == fp32:
+        return model, PathChoice(fp32, "fp32, as chosen earlier in this process")
+    batch = calibration_batch(preprocess).to(device)
+    warm_up, timed = batch[: len(batch) // 2], batch[len(batch) // 2 :]
+    with torch.inference_mode():
+        plain = _Trial(fp32, model, CandidateMeasurement(fp32.name, 1.0, 0.0, True))
+        warm_up_output, profile = _layer_profile(model, warm_up)
+        reference = torch.cat([warm_up_output, plain.timed_run(timed)])
+        candidates = [remembered] if remembered else candidate_paths(profile, device)
+        trials = [_try(model, path, profile, warm_up, timed, reference) for path in candidates]
+        faithful = [trial for trial in trials if trial.measurement.faithful]
+        # One timed run can be off by a lot on a busy machine: only hopeless paths stop here.
+        contenders = [trial for trial in faithful if trial.seconds < 2 * plain.seconds]
+        for _ in range(TIMING_ROUNDS - 1 if contenders and not remembered else 0):
+            for trial in [plain, *contenders]:
+                trial.timed_run(timed)
+        for trial in faithful:
+            speedup = plain.seconds / trial.seconds
+            trial.measurement = replace(trial.measurement, speedup=speedup)
+    _set_layout(model, False)
+    chosen = _pick(faithful, remembered)
+    if remember_as is not None:
+        _CHOSEN[remember_as] = chosen.path if chosen else fp32
+    measurements = tuple(trial.measurement for trial in trials)
+    choice = PathChoice(
+        path=chosen.path if chosen else fp32,
+        reason=_reason(chosen, measurements, remembered),
+        measurements=measurements,
+        fp32_images_per_second=len(timed) / plain.seconds,
+        seconds=time.perf_counter() - started,
+    )
+    if chosen is None:
+        return model, choice
+    _set_layout(chosen.model, chosen.path.channels_last)
+    return chosen.model, choice
+
+
+def _try(
+    model: nn.Module,
+    path: ExecutionPath,
+    profile: LayerProfile,
+    warm_up: torch.Tensor,
+    timed: torch.Tensor,
+    reference: torch.Tensor,
+) -> _Trial:
+    trial = _Trial(path, model, CandidateMeasurement(path.name, float("nan"), float("nan"), False))
+    try:
+        trial.model = prepare(model, path, profile.linear_names)
+        with _quiet_quantization():
+            features = torch.cat([trial.run(warm_up), trial.timed_run(timed)])
+    except Exception as error:  # a path this build of torch cannot run: skip it
+        _set_layout(model, False)
+        trial.model = model
+        trial.measurement = replace(trial.measurement, note=f"{type(error).__name__}: {error}")
+        return trial
+    min_cosine, max_diff = fidelity(reference, features)
+    faithful, note = _judge(path, min_cosine, max_diff)
+    trial.measurement = CandidateMeasurement(path.name, min_cosine, max_diff, faithful, note=note)
+    return trial
+
+
+def _pick(faithful: list[_Trial], remembered: ExecutionPath | None) -> _Trial | None:
+    """From exact to less exact, each path must beat the one chosen so far by MIN_SPEEDUP."""
+    if remembered is not None:
+        return faithful[0] if faithful else None
+    chosen, chosen_speed = None, 1.0
+    for trial in faithful:  # candidate_paths lists them from most to least exact
+        speed = trial.measurement.speedup or 0.0
+        if speed >= MIN_SPEEDUP * chosen_speed:
+            chosen, chosen_speed = trial, speed
+    return chosen
+
+
+def _reason(
+    chosen: _Trial | None,
+    measurements: tuple[CandidateMeasurement, ...],
+    remembered: ExecutionPath | None,
+) -> str:
+    def describe(m: CandidateMeasurement) -> str:
+        if m.note:
+            return f"{m.path}: {m.note}"
+        speed = "" if m.speedup is None else f"{m.speedup:.2f}x, "
+        return f"{m.path}: {speed}min cosine {m.min_cosine:.5f}"
+
+    details = "; ".join(describe(m) for m in measurements)
+    if remembered is not None:
+        verdict = "faithful again" if chosen else "no longer faithful, so fp32"
+        return f"chosen earlier in this process, {verdict} ({details})"
+    if not measurements:
+        return "no faster path applies to this model on this device"
+    if chosen is None:
+        return f"fp32: no candidate was both faithful and {MIN_SPEEDUP}x faster ({details})"
+    return f"{chosen.path.name}: the fastest faithful path on the calibration batch ({details})"
+
+
+def select_path(
+    model: nn.Module,
+    preprocess: Callable,
+    device: torch.device,
+    precision: str = "auto",
+    *,
+    remember_as: tuple | None = None,
+) -> tuple[nn.Module, PathChoice]:
+    """The model ready to run and its path: calibrated (``auto`` on the CPU), fp16 (``auto``
+    on CUDA), plain fp32 (``fp32``, weight-free models, other devices) or a named path."""
+    path = None if precision == "auto" else ExecutionPath.parse(precision)
+    if getattr(model, "keeps_float32", False):
+        return model, PathChoice(ExecutionPath(), "weight-free features always run in fp32")
+    if path is None:
+        if device.type == "cuda":
+            return model.half(), PathChoice(ExecutionPath("fp16"), "fp16 on CUDA")
+        if device.type != "cpu":
+            return model, PathChoice(ExecutionPath(), f"fp32 on {device.type}")
+        return calibrate(model, preprocess, device, remember_as=remember_as)
+    if path.numerics == "int8-dynamic" and device.type != "cpu":
+        raise PrecisionError("int8-dynamic runs on the CPU only")
+    if path.numerics == "fp16" and device.type == "cpu":
+        raise PrecisionError("fp16 runs on CUDA or MPS only; on the CPU use auto or bf16")
+    if path.numerics == "fp16":
+        model = model.half()
+    linear_names: frozenset[str] = frozenset()
+    if path.numerics == "int8-dynamic":
+        with torch.inference_mode():
+            _, profile = _layer_profile(model, calibration_batch(preprocess, count=1).to(device))
+        linear_names = profile.linear_names
+    reason = "fp32 requested: the exact model" if path == ExecutionPath() else "requested"
+    return prepare(model, path, linear_names), PathChoice(path, reason)
+
+
+# ----------------------------------------------------------------------- JPEG draft decoding
+
+DRAFT_MARGIN = 2  # draft-decoded JPEGs keep at least twice the side the preprocessing resizes to
+_RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")
+
+
+def draft_min_side(preprocess: Callable) -> int | None:
+    """The shorter side a JPEG may be draft-decoded down to before ``preprocess``, or None.
+
+    Only when the preprocessing starts (after an RGB conversion) with a ``Resize`` that
+    shrinks the image anyway; then the DCT-domain downscale keeps ``DRAFT_MARGIN`` times the
+    resize target, so that the resize still averages several decoded pixels per output pixel.
+    """
+    steps = getattr(preprocess, "transforms", None)
+    if not steps:
+        return None
+    for step in steps:
+        if _step_name(step) in _RGB_STEPS:
+            continue
+        if isinstance(step, transforms.Resize):
+            size = step.size
+            sides = [size] if isinstance(size, int) else list(size)
+            return DRAFT_MARGIN * max(int(side) for side in sides) if sides else None
+        return None
+    return None
+
+
+def _step_name(step: object) -> str:
+    return getattr(step, "__name__", None) or type(step).__name__
+
+
+# ----------------------------------------------------------------------- tensor preprocessing
+
+
+class TensorPreprocess:
+    """The encoder's PIL preprocessing replayed on decoded uint8 CHW tensors (e.g. on the GPU).
+
+    Built from a torchvision ``Compose`` of Resize / CenterCrop / (Maybe)ToTensor /
+    Normalize and RGB conversions; ``from_pil`` returns None for anything else.
+    """
+
+    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], description: str):
+        self.steps = steps
+        self.description = description
+
+    @classmethod
+    def from_pil(cls, preprocess: Callable) -> TensorPreprocess | None:
+        steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        scaled = False
+        for step in getattr(preprocess, "transforms", None) or [None]:
+            name = _step_name(step)
+            if name in _RGB_STEPS:
+                continue
+            if isinstance(step, (transforms.Resize, transforms.CenterCrop)) and not scaled:
+                steps.append(step)
+            elif name in ("ToTensor", "MaybeToTensor") and not scaled:
+                steps.append(_to_unit_float)
+                scaled = True
+            elif isinstance(step, transforms.Normalize) and scaled:
+                steps.append(step)
+            else:
+                return None
+        return cls(steps, repr(preprocess)) if scaled else None
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            image = step(image)
+        return image
+
+
+def _to_unit_float(image: torch.Tensor) -> torch.Tensor:
+    return image.to(torch.float32) / 255.0
