@@ -143,7 +143,7 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
         " measured once, every replica takes it); fp32: the exact model, full-size decoding",
     )
     embed.add_argument(
-        "--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on MPS, 16 on CPU"
+        "--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on MPS, 16 on CPU"
     )
     embed.add_argument(
         "--workers", type=int, default=None, help="local: image-decoding worker processes"
@@ -196,7 +196,7 @@ def _add_study_options(command: argparse.ArgumentParser) -> None:
         f" (default {DEFAULT_DUPLICATE_COSINE}); identical files always do",
     )
     command.add_argument(
-        "--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on MPS, 16 on CPU"
+        "--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on MPS, 16 on CPU"
     )
     command.add_argument(
         "--workers", type=int, default=None, help="image-decoding worker processes"
@@ -298,11 +298,14 @@ def _run(args: argparse.Namespace) -> int:
         f"encoder {encoder.encoder_id} ({encoder.dim}-d) on {encoder.device},"
         f" precision {encoder.precision}"
     )
-    recorded = (
-        {"source": str(args.folder), "device": str(encoder.device)}
-        | asdict(settings)
-        | {"precision": encoder.precision, "precision_requested": settings.precision}
-    )
+    # asdict first: the device actually used replaces the requested "auto".
+    recorded = asdict(settings) | {
+        "source": str(args.folder),
+        "device": str(encoder.device),
+        "device_requested": settings.device,
+        "precision": encoder.precision,
+        "precision_requested": settings.precision,
+    }
 
     def on_result(outcome: StudyOutcome) -> None:
         progress.close()
@@ -337,7 +340,7 @@ def _run_embeddings(args: argparse.Namespace) -> int:
     settings = _settings(args, encoder=embeddings.encoder_id, projection=args.projection)
     progress = _ProgressPrinter()
     study = _study(args, settings, progress)
-    recorded = {"source": str(args.embeddings), "device": "precomputed"} | asdict(settings)
+    recorded = asdict(settings) | {"source": str(args.embeddings), "device": "precomputed"}
 
     def on_result(outcome: StudyOutcome) -> None:
         progress.close()
