@@ -109,9 +109,10 @@ def test_coarse_to_fine_chooses_the_same_c_as_the_full_grid(case):
 
 def test_an_edge_best_extends_the_search_up_to_the_clip_limits():
     X, y = clustered([40] * 3, 16, 0.2, 0)
-    low_grid = tuple(np.logspace(-6, -4, 5))  # separable data wants the largest C
+    low_grid = tuple(np.logspace(-6, -2, 9))  # separable data wants the largest C
     sweep = LinearProbe(c_grid=low_grid, search="coarse-to-fine").fit(X, y).sweep_
-    assert sweep.extended and sweep.chosen_c > 1e-4
+    assert sweep.extended and sweep.chosen_c > 1e-2
+    assert np.diff(np.log10(sweep.c_values)).max() == pytest.approx(1.0)  # decade steps
     assert max(sweep.c_values) <= 1e6 * (1 + 1e-9)
 
 
@@ -156,8 +157,8 @@ def test_the_default_tolerance_does_not_move_c_on_a_realistic_problem():
 
 def test_on_real_embeddings_the_tolerance_only_moves_c_among_equally_good_values(demo_split):
     """On the demo's 22 validation images many C values tie on accuracy and a log loss that
-    differs in the third decimal decides; no tolerance short of a far tighter one settles
-    that choice, but the best validation accuracy and the test accuracy stay put."""
+    differs in the third decimal decides: the tolerance may move the choice between such
+    equally accurate C values, but the best validation accuracy and the test accuracy stay."""
     X_train, y_train, X_test, y_test = demo_split
     default = LinearProbe().fit(X_train, y_train)
     tight = LinearProbe(selection_tol=1e-7).fit(X_train, y_train)
