@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -133,16 +132,19 @@ LAYOUT = ExecutionPath("fp32", channels_last=True)
 
 
 def calibrate_tiny(monkeypatch, delays: dict[ExecutionPath, float], noise: bool = False):
-    """Calibrate TinyConvNet with only the channels_last candidate; each path sleeps as given
+    """Calibrate TinyConvNet with only the channels_last candidate; each path takes the time
+    given on a fake clock (1 ms otherwise), so the choice never depends on the machine's load
     (and the candidate's output is noisy with ``noise``)."""
     run = ExecutionPath.run
+    clock = {"now": 0.0}
 
     def patched(self, model, batch):
-        time.sleep(delays.get(self, 0.0))
+        clock["now"] += delays.get(self, 0.001)
         out = run(self, model, batch)
         return out + torch.randn_like(out) if noise and self == LAYOUT else out
 
     monkeypatch.setattr(ExecutionPath, "run", patched)
+    monkeypatch.setattr(acceleration.time, "perf_counter", lambda: clock["now"])
     monkeypatch.setattr(acceleration, "candidate_paths", lambda profile, device: [LAYOUT])
     return calibrate(TinyConvNet().eval(), TINY_PREPROCESS, torch.device("cpu"))
 
