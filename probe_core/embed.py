@@ -1,8 +1,9 @@
 """Batched, no-grad feature extraction: files -> L2-normalised float32 numpy rows.
 
 The protocol: encoder in eval mode under ``torch.inference_mode()``, images through
-the encoder's own preprocessing, decoded in DataLoader worker processes so that
-decoding overlaps compute, each batch normalised with ``f / f.norm(dim=-1, keepdim=True)``.
+the encoder's own preprocessing, decoded in DataLoader worker processes (or, on two cores
+or fewer, a prefetching thread) so that decoding overlaps compute, each batch normalised
+with ``f / f.norm(dim=-1, keepdim=True)``.
 
 Keeping the model busy: the first batch is decoded in this process while the workers start;
 the workers run at a lower priority, so that on few cores they fill the gaps rather than
@@ -90,7 +91,12 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def default_num_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Decoding processes: none on two cores or fewer, where the forward pass already keeps
+    both busy and a worker process only competes with it (a prefetching thread decodes
+    instead: pipeline/forward 0.94 against 0.56 with one worker on the demo,
+    bench/extract.py); else one fewer than the cores, up to 8."""
+    cores = os.cpu_count() or 2
+    return 0 if cores <= 2 else min(8, cores - 1)
 
 
 class _Decoded(NamedTuple):
@@ -261,15 +267,32 @@ def _lower_priority(_worker_id: int) -> None:
             os.nice(WORKER_NICENESS)
 
 
+def _prefetched(dataset: _DecodingDataset, batch_size: int) -> Iterator[_Batch]:
+    """Collated batches in order, the next one decoded in a thread while the caller encodes
+    this one (Pillow and torch release the GIL), without starting any process."""
+    starts = range(0, len(dataset), batch_size)
+
+    def collate(start: int) -> _Batch:
+        stop = min(start + batch_size, len(dataset))
+        return _collate([dataset[i] for i in range(start, stop)])
+
+    if not starts:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(collate, starts[0])
+        for following in [*starts[1:], None]:
+            batch = pending.result()
+            pending = pool.submit(collate, following) if following is not None else None
+            yield batch
+
+
 def _batches(
     dataset: _DecodingDataset, batch_size: int, num_workers: int, pin_memory: bool
 ) -> Iterator[_Batch]:
     """Collated batches in order. With workers, the first batch is decoded here while the
     workers start on the rest, so that the model does not wait for the workers to start."""
     if num_workers == 0 or len(dataset) <= batch_size:
-        for start in range(0, len(dataset), batch_size):
-            stop = min(start + batch_size, len(dataset))
-            yield _collate([dataset[i] for i in range(start, stop)])
+        yield from _prefetched(dataset, batch_size)
         return
     rest = DataLoader(
         Subset(dataset, range(batch_size, len(dataset))),

@@ -36,12 +36,14 @@ def test_each_row_is_the_normalised_feature_of_its_own_image(encoder, image_fold
         np.testing.assert_allclose(embedded.vectors[row], expected, atol=1e-5)
 
 
-def test_one_or_two_loader_workers_give_identical_embeddings(encoder, image_folder):
+def test_a_prefetching_thread_or_loader_workers_give_identical_embeddings(encoder, image_folder):
     dataset = scan_folder(image_folder)
+    thread = extract_embeddings(dataset, encoder, batch_size=4, num_workers=0)
     one = extract_embeddings(dataset, encoder, batch_size=4, num_workers=1)
     two = extract_embeddings(dataset, encoder, batch_size=4, num_workers=2)
     np.testing.assert_array_equal(one.vectors, two.vectors)
-    assert one.paths == two.paths
+    np.testing.assert_array_equal(thread.vectors, one.vectors)
+    assert thread.paths == one.paths == two.paths
 
 
 def test_progress_reports_done_total_and_rate(encoder, image_folder):
