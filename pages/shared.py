@@ -259,10 +259,10 @@ def start_first_map(current: Session) -> None:
     with _map_jobs_lock:
         if key in current.projections or job_key in _map_jobs:
             return
-        embeddings, study_settings = current.embeddings, current.settings
+        embeddings, study_settings, maps = current.embeddings, current.settings, result_cache()
 
         def make_map() -> None:
-            projection = Study(study_settings).project(
+            projection = Study(study_settings, result_cache=maps).project(
                 embeddings,
                 method=settings.method,
                 n_components=settings.dims,
@@ -300,7 +300,7 @@ def projection_for(
         st.status(f"{method.upper()} done in {projection.seconds:.1f} s", state="complete")
         return projection
     with st.status(f"Computing {method.upper()}…") as status:
-        projection = Study(current.settings).project(
+        projection = Study(current.settings, result_cache=result_cache()).project(
             current.embeddings,
             method=method,
             n_components=dims,

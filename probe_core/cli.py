@@ -265,6 +265,9 @@ class _ProgressPrinter:
             )
         elif event.stage == "evaluate":
             print("fitting and scoring the probe…", file=sys.stderr)
+        elif event.stage == "project" and event.message.endswith(HIT_MESSAGE):
+            method = event.message.removesuffix(HIT_MESSAGE).strip().upper()
+            print(f"{method} map from cache (same embeddings, same settings)", file=sys.stderr)
         elif event.stage == "project":
             print(f"computing the {event.message.upper()} map…", file=sys.stderr)
 

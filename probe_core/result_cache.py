@@ -7,8 +7,12 @@ fingerprint of the code behind a result (the source of ``probe_core.evaluation``
 probe, the versions of numpy, scipy, scikit-learn, statsmodels and cleanlab), so that a
 stored result is always the one a fresh run would give.
 
-The value is the whole ``ProbeResult``, stored without pickle: one ``.npz`` per key (read
-with ``allow_pickle=False``) holding the numpy arrays and a JSON document for the rest.
+Maps are kept the same way, keyed by ``map_key`` (the embeddings, every argument of
+``project`` and a fingerprint of the map code and UMAP's libraries).
+
+The value is the whole ``ProbeResult`` (or ``Projection``), stored without pickle: one
+``.npz`` per key (read with ``allow_pickle=False``) holding the numpy arrays and a JSON
+document for the rest.
 The document names only classes from a fixed list (the result's dataclasses, the fitted
 ``LinearProbe`` and its ``LogisticRegression``); they are rebuilt field by field, so a
 planted file can at worst describe a wrong result, never run code. Like the embedding
@@ -42,9 +46,11 @@ from .embed import Embeddings
 from .evaluation.duplicates import DuplicateGroup, Duplicates
 from .evaluation.intervals import Estimate
 from .evaluation.label_issues import LabelIssue
+from .evaluation.map_quality import MapQuality
 from .evaluation.metrics import ClassMetrics, Metrics
 from .evaluation.protocols import ProbeResult, ProtocolChoice, run_probe
 from .probe import LinearProbe, SweepResult
+from .projection import MapScore, Projection, project
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ RESULTS_FOLDER = "results"  # inside the embedding cache folder
 DEFAULT_MAX_BYTES = 512 * 2**20
 HIT_MESSAGE = "from cache"  # the StudyProgress message of an evaluation served from here
 RESULT_LIBRARIES = ("numpy", "scipy", "scikit-learn", "statsmodels", "cleanlab")
+MAP_LIBRARIES = ("numpy", "scikit-learn", "umap-learn", "pynndescent", "numba")
 
 # The only classes a stored document may name.
 _DATACLASSES = {
@@ -67,6 +74,9 @@ _DATACLASSES = {
         Duplicates,
         DuplicateGroup,
         LabelIssue,
+        Projection,
+        MapScore,
+        MapQuality,
     )
 }
 _ESTIMATORS = {cls.__qualname__: cls for cls in (LinearProbe, LogisticRegression)}
@@ -146,13 +156,25 @@ def code_fingerprint() -> str:
     (Edits to comments count too: a needless miss is cheap, a stale result is not.)"""
     package = Path(__file__).resolve().parent
     sources = [*sorted((package / "evaluation").glob("*.py")), package / "probe.py", Path(__file__)]
+    return _fingerprint(sources, RESULT_LIBRARIES)
+
+
+@functools.cache
+def map_code_fingerprint() -> str:
+    """``code_fingerprint`` for maps: the projection and map-quality code, UMAP and friends."""
+    package = Path(__file__).resolve().parent
+    sources = [package / "projection.py", package / "evaluation" / "map_quality.py"]
+    return _fingerprint([*sources, Path(__file__)], MAP_LIBRARIES)
+
+
+def _fingerprint(sources: list[Path], libraries: tuple[str, ...]) -> str:
     hasher = hashlib.sha256()
     for source in sources:
         try:
             _feed(hasher, (source.name, source.read_bytes().decode(errors="replace")))
         except OSError:  # no source files (a frozen install): the package version stands in
             _feed(hasher, (source.name, _version("probe-studio")))
-    _feed(hasher, [(name, _version(name)) for name in RESULT_LIBRARIES])
+    _feed(hasher, [(name, _version(name)) for name in libraries])
     return hasher.hexdigest()
 
 
@@ -163,7 +185,9 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-code_fingerprint()  # taken at import, so it describes the code this process runs, not later edits
+# Taken at import, so that they describe the code this process runs, not later edits.
+code_fingerprint()
+map_code_fingerprint()
 
 
 def result_key(embeddings: Embeddings, **options) -> str:
@@ -183,6 +207,21 @@ def result_key(embeddings: Embeddings, **options) -> str:
     _feed(
         hasher,
         (FORMAT_VERSION, code_fingerprint(), embeddings_digest(embeddings), arguments),
+    )
+    return hasher.hexdigest()
+
+
+def map_key(embeddings: Embeddings, **options) -> str:
+    """The cache key of ``project(embeddings.vectors, **options)`` (``labels`` included, so
+    the stored map carries the same score)."""
+    bound = inspect.signature(project).bind(embeddings.vectors, **options)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    del arguments["vectors"]
+    hasher = hashlib.sha256()
+    _feed(
+        hasher,
+        ("map", FORMAT_VERSION, map_code_fingerprint(), embeddings_digest(embeddings), arguments),
     )
     return hasher.hexdigest()
 
@@ -286,9 +325,16 @@ class ResultCache:
 
     def lookup(self, key: str) -> ProbeResult | None:
         """The stored result, or None (a damaged entry is deleted and reported as a miss)."""
+        return self._lookup(key, ProbeResult)
+
+    def lookup_map(self, key: str) -> Projection | None:
+        """The stored map (``map_key``), or None, like ``lookup``."""
+        return self._lookup(key, Projection)
+
+    def _lookup(self, key: str, expected: type):
         path = self.path_for(key)
         try:
-            result = self._read(path, key)
+            result = self._read(path, key, expected)
         except FileNotFoundError:
             return None
         except Exception as error:  # whatever is wrong with an entry, never break a study
@@ -299,8 +345,9 @@ class ResultCache:
             os.utime(path)  # recently used: pruned last
         return result
 
-    def store(self, key: str, result: ProbeResult) -> Path | None:
-        """Write ``result`` under ``key`` (best effort: a failure is logged, not raised)."""
+    def store(self, key: str, result: ProbeResult | Projection) -> Path | None:
+        """Write ``result`` (a probe result or a map) under ``key`` (best effort: a failure is
+        logged, not raised)."""
         path = self.path_for(key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -319,7 +366,7 @@ class ResultCache:
             path.unlink(missing_ok=True)
 
     @staticmethod
-    def _write(path: Path, key: str, result: ProbeResult) -> None:
+    def _write(path: Path, key: str, result: ProbeResult | Projection) -> None:
         encoder = _Encoder()
         document = json.dumps(encoder.encode(result), allow_nan=True).encode()
         arrays = encoder.arrays
@@ -348,7 +395,7 @@ class ResultCache:
             raise
 
     @staticmethod
-    def _read(path: Path, key: str) -> ProbeResult:
+    def _read(path: Path, key: str, expected: type = ProbeResult):
         with np.load(path, allow_pickle=False) as data:
             if int(data["format_version"]) != FORMAT_VERSION:
                 raise CorruptEntryError("unknown format version")
@@ -364,8 +411,8 @@ class ResultCache:
         if not np.array_equal(checksum, _checksum(key, document, arrays)):
             raise CorruptEntryError("checksum mismatch")
         result = _decode(json.loads(document), arrays)
-        if not isinstance(result, ProbeResult):
-            raise CorruptEntryError("the entry does not hold a probe result")
+        if not isinstance(result, expected):
+            raise CorruptEntryError(f"the entry does not hold a {expected.__name__}")
         return result
 
     def _prune(self, keep: Path) -> None:

@@ -32,7 +32,7 @@ from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, run_probe
 from .evaluation.zeroshot import ZeroShotResult, zero_shot
 from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
-from .result_cache import HIT_MESSAGE, ResultCache, result_key
+from .result_cache import HIT_MESSAGE, ResultCache, map_key, result_key
 
 STAGES = ("scan", "load encoder", "embed", "evaluate", "few-shot", "project")
 THROUGHPUT_SAMPLE = 32  # images timed per encoder when the cache held the embeddings
@@ -187,8 +187,17 @@ class Study:
         options.setdefault("method", self.settings.projection)
         options.setdefault("seed", self.settings.seed)
         options.setdefault("labels", embeddings.labels)
+        cache = self.result_cache
+        key = map_key(embeddings, **options) if cache is not None else ""
+        cached = cache.lookup_map(key) if cache is not None else None
+        if cached is not None:
+            self.progress(StudyProgress("project", message=f"{options['method']} {HIT_MESSAGE}"))
+            return cached
         self.progress(StudyProgress("project", message=options["method"]))
-        return project(embeddings.vectors, **options)
+        projection = project(embeddings.vectors, **options)
+        if cache is not None:
+            cache.store(key, projection)
+        return projection
 
     def compare(
         self,

@@ -26,6 +26,7 @@ from probe_core.result_cache import (
     HIT_MESSAGE,
     RESULTS_FOLDER,
     ResultCache,
+    map_key,
     result_key,
 )
 from probe_core.study import Study, StudyProgress, StudySettings
@@ -434,6 +435,89 @@ def test_concurrent_writers_of_one_key_leave_one_valid_entry(tmp_path):
     assert zipfile.is_zipfile(cache.path_for(key))
 
 
+# --------------------------------------------------------------------------- maps
+
+
+def project_with(cache: ResultCache | None, embeddings: Embeddings, **options):
+    """Study.project, with the progress messages it reported."""
+    events: list[StudyProgress] = []
+    study = Study(StudySettings(), result_cache=cache, progress=events.append)
+    projection = study.project(embeddings, **options)
+    return projection, [event.message for event in events if event.stage == "project"]
+
+
+@pytest.mark.parametrize("method", ["pca", "umap"])
+def test_a_map_is_made_once_then_served_from_the_cache_with_its_score(
+    tmp_path, monkeypatch, method
+):
+    embeddings = make_embeddings()
+    fresh, messages = project_with(ResultCache(tmp_path), embeddings, method=method)
+    assert messages == [method] and fresh.score is not None
+
+    def no_projection(*args, **kwargs):
+        raise AssertionError("a hit must not compute the map")
+
+    monkeypatch.setattr("probe_core.study.project", no_projection)
+    again, messages = project_with(ResultCache(tmp_path), embeddings, method=method)
+    assert messages == [f"{method} {HIT_MESSAGE}"]
+    assert_identical(again, fresh)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "umap"},
+        {"seed": 1},
+        {"n_neighbors": 5},
+        {"min_dist": 0.5},
+        {"n_components": 3},
+        {"labels": np.roll(make_embeddings().labels, 1)},
+    ],
+    ids=lambda options: next(iter(options)),
+)
+def test_any_map_setting_changes_the_map_key(options):
+    embeddings = make_embeddings()
+    base = {"method": "pca", "seed": 0, "labels": embeddings.labels}
+    assert map_key(embeddings, **base) != map_key(embeddings, **(base | options))
+
+
+def test_the_map_key_follows_the_vectors_and_the_map_code(monkeypatch):
+    embeddings = make_embeddings()
+    key = map_key(embeddings, method="pca")
+    assert map_key(embeddings, method="pca") == key
+    assert map_key(make_embeddings(seed=1), method="pca") != key
+    assert map_key(embeddings, method="pca") != result_key(embeddings)
+    monkeypatch.setattr(result_cache_module, "map_code_fingerprint", lambda: "edited")
+    assert map_key(embeddings, method="pca") != key
+
+
+def test_without_a_cache_every_map_is_computed(tmp_path):
+    embeddings = make_embeddings()
+    _, first = project_with(None, embeddings, method="pca")
+    _, second = project_with(None, embeddings, method="pca")
+    assert first == second == ["pca"]
+
+
+def test_a_damaged_map_entry_is_rebuilt(tmp_path):
+    embeddings = make_embeddings()
+    cache = ResultCache(tmp_path)
+    fresh, _ = project_with(cache, embeddings, method="pca")
+    path = cache.path_for(map_key(embeddings, method="pca", seed=0, labels=embeddings.labels))
+    path.write_bytes(path.read_bytes()[:-40])
+    rebuilt, messages = project_with(cache, embeddings, method="pca")
+    assert messages == ["pca"]
+    assert_identical(rebuilt, fresh, ignore=("seconds",))
+
+
+def test_a_probe_entry_is_never_read_as_a_map(tmp_path):
+    embeddings = make_embeddings()
+    cache = ResultCache(tmp_path)
+    key = result_key(embeddings, **FAST_OPTIONS)
+    cache.store(key, run_probe(embeddings, **FAST_OPTIONS))
+    assert cache.lookup_map(key) is None
+    assert not cache.path_for(key).exists()  # treated as damaged
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -452,16 +536,22 @@ def test_the_cli_rerun_takes_the_result_from_the_cache(tmp_path, capsys, monkeyp
 
     cold = run("cold")
     assert "fitting and scoring the probe" in cold and "probe result from cache" not in cold
-    (entry,) = results.glob("*.npz")
+    assert "computing the PCA map" in cold
+    entries = sorted(results.glob("*.npz"))  # the probe result and the map
+    assert len(entries) == 2
 
     warm = run("warm")
     assert "probe result from cache" in warm and "fitting and scoring" not in warm
+    assert "PCA map from cache" in warm and "computing the PCA map" not in warm
     assert "embedded 0 images, 15 from cache" in warm
-    for name in ("metrics.json", "predictions.csv", "label_issues.csv", "duplicates.csv"):
+    outputs = ("metrics.json", "predictions.csv", "label_issues.csv", "duplicates.csv")
+    for name in (*outputs, "projection.csv", "map_quality.json"):
         assert (tmp_path / "warm" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes()
 
-    written = entry.stat().st_mtime_ns
+    written = [entry.stat().st_mtime_ns for entry in entries]
     uncached = run("uncached", "--no-cache")  # neither cache is read nor written
     assert "fitting and scoring the probe" in uncached and "probe result from cache" not in uncached
+    assert "computing the PCA map" in uncached
     assert "embedded 15 images, 0 from cache" in uncached
-    assert list(results.glob("*.npz")) == [entry] and entry.stat().st_mtime_ns == written
+    assert sorted(results.glob("*.npz")) == entries
+    assert [entry.stat().st_mtime_ns for entry in entries] == written
