@@ -37,7 +37,13 @@ from pyarrow import fs as pafs
 
 from .cache import EmbeddingCache, content_digest
 from .dataset import ImageDataset, ImageItem, ImageSource, SkippedItem, _build, _is_hidden, scan
-from .embed import CACHE_FLUSH_EVERY, Embeddings, ProgressCallback, default_batch_size
+from .embed import (
+    CACHE_FLUSH_EVERY,
+    Embeddings,
+    ProgressCallback,
+    default_batch_size,
+    local_folder,
+)
 from .embed import extract_embeddings as local_extract_embeddings
 from .embeddings_io import CACHE_KEY_KEY, embeddings_metadata, parquet_metadata, write_parquet
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
@@ -542,6 +548,7 @@ def ray_extract_embeddings(
         seconds=time.perf_counter() - started,
         sha256=[digests[i].hex() for i in kept],
         splits=[items[i].split for i in kept],
+        image_root=local_folder(dataset.root),
     )
 
 

@@ -56,6 +56,7 @@ class Embeddings:
     seconds: float = 0.0
     sha256: list[str] = field(default_factory=list)  # hex digest of each file's bytes
     splits: list[str] = field(default_factory=list)  # "train"/"val"/"test" in a split layout
+    image_root: str = ""  # the local folder the relative paths start from ("" when none)
 
     def __post_init__(self) -> None:
         # Rows built without files (tests, other tools) get no digests and no split layout.
@@ -84,6 +85,13 @@ DEFAULT_BATCH_SIZES = {"cuda": 256, "mps": 32, "cpu": 16}
 # Decoding workers yield the CPU to the forward pass's threads: on few cores, an equal share
 # would stall every parallel region behind a preempted thread.
 WORKER_NICENESS = 5
+
+
+def local_folder(root: str) -> str:
+    """``root`` as an absolute folder when it is a local folder (not a zip, upload or URI)."""
+    if not root or "://" in root or not os.path.isdir(root):
+        return ""
+    return os.path.abspath(root)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -460,4 +468,5 @@ def extract_embeddings(
         seconds=time.perf_counter() - started,
         sha256=[digests[i].hex() for i in kept],
         splits=[items[i].split for i in kept],
+        image_root=local_folder(dataset.root),
     )

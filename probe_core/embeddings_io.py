@@ -7,8 +7,9 @@ write them. Vectors that are not unit-norm are L2-normalised on load, since the 
 on unit-norm vectors; ``PrecomputedEmbeddings.messages`` says so.
 
 Probe Studio's own writers add schema metadata (``embeddings_metadata``): the encoder id, the
-class names (a class whose images were all skipped has no row but stays a class) and whether
-the images came in a train/test split layout (the split is then the path's first folder).
+class names (a class whose images were all skipped has no row but stays a class), whether
+the images came in a train/test split layout (the split is then the path's first folder) and,
+for a local folder, where the images are (so that thumbnails can be shown).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ENCODER_ID_KEY = METADATA_PREFIX + "encoder_id"
 CLASS_NAMES_KEY = METADATA_PREFIX + "class_names"
 SPLIT_LAYOUT_KEY = METADATA_PREFIX + "split_layout"
 CACHE_KEY_KEY = METADATA_PREFIX + "cache_key"
+IMAGE_ROOT_KEY = METADATA_PREFIX + "image_root"
 UNIT_NORM_TOLERANCE = 1e-3
 
 
@@ -56,11 +58,14 @@ class PrecomputedEmbeddings(Embeddings):
 
 def embeddings_metadata(embeddings: Embeddings) -> dict[str, str]:
     """The Parquet schema metadata that ``read_embeddings`` reads back."""
-    return {
+    metadata = {
         ENCODER_ID_KEY: embeddings.encoder_id,
         CLASS_NAMES_KEY: json.dumps(list(embeddings.class_names)),
         SPLIT_LAYOUT_KEY: json.dumps(embeddings.has_splits),
     }
+    if embeddings.image_root:
+        metadata[IMAGE_ROOT_KEY] = embeddings.image_root
+    return metadata
 
 
 def write_parquet(
@@ -234,6 +239,7 @@ def read_embeddings(path: str | os.PathLike[str]) -> PrecomputedEmbeddings:
         encoder_id=encoder_id,
         sha256=[digest for shard in shards for digest in shard.sha256],
         splits=[split for shard in shards for split in shard.splits],
+        image_root=shards[0].metadata.get(IMAGE_ROOT_KEY, ""),
         source=str(source),
         messages=messages,
     )

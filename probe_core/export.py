@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 
 from .dataset import SkippedItem
 from .embed import Embeddings
+from .embeddings_io import embeddings_metadata, write_parquet
 from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table
 from .evaluation.fewshot import fewshot_figure, fewshot_table
@@ -163,7 +164,9 @@ def write_run(
     document = metrics_document(embeddings, result, settings)
     paths["metrics.json"].write_text(json.dumps(document, indent=2, allow_nan=True))
     predictions_table(embeddings, result).to_csv(paths["predictions.csv"], index=False)
-    embeddings_table(embeddings).to_parquet(paths["embeddings.parquet"], index=False)
+    write_parquet(
+        embeddings_table(embeddings), paths["embeddings.parquet"], embeddings_metadata(embeddings)
+    )
     write_figure(confusion_figure(result.metrics), paths["confusion.html"])
     skipped_table(embeddings.skipped).to_csv(paths["skipped.csv"], index=False)
     result_duplicates_table(embeddings, result).to_csv(paths["duplicates.csv"], index=False)

@@ -27,10 +27,20 @@ def resolve_server_folder(requested: str, roots: Sequence[Path] | None = None) -
     Relative paths are taken relative to the first root. ``~``, ``..`` and symlinks
     that lead outside every root are refused.
     """
+    real = resolve_server_path(requested, roots, what="folder")
+    if not real.is_dir():
+        raise FolderNotAllowedError(f"'{requested.strip()}' is not a folder")
+    return real
+
+
+def resolve_server_path(
+    requested: str, roots: Sequence[Path] | None = None, what: str = "file or folder"
+) -> Path:
+    """The real file or folder for ``requested`` under a root, as ``resolve_server_folder``."""
     roots = [Path(root).resolve() for root in (roots or configured_roots())]
     text = requested.strip()
     if not text:
-        raise FolderNotAllowedError("no folder given")
+        raise FolderNotAllowedError(f"no {what} given")
     if text.startswith("~"):
         raise FolderNotAllowedError(f"'{text}': home-folder paths (~) are not allowed")
     candidate = Path(text)
@@ -41,13 +51,11 @@ def resolve_server_folder(requested: str, roots: Sequence[Path] | None = None) -
     try:
         real = candidate.resolve(strict=True)
     except (OSError, RuntimeError) as error:
-        raise FolderNotAllowedError(f"'{text}': no such folder on the server") from error
+        raise FolderNotAllowedError(f"'{text}': no such {what} on the server") from error
     if not any(real == root or real.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(root) for root in roots)
         raise FolderNotAllowedError(
             f"'{text}' is outside the allowed server folders ({allowed}); the operator can"
             f" allow more with the {ROOTS_ENV} environment variable"
         )
-    if not real.is_dir():
-        raise FolderNotAllowedError(f"'{text}' is not a folder")
     return real

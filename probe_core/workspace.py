@@ -70,6 +70,14 @@ class SessionWorkspace:
         self._keep_only(folder)
         return dataset
 
+    def add_embeddings_file(self, name: str, data: bytes) -> Path:
+        """Keep an uploaded embeddings file (Parquet) here; returns where it was written."""
+        folder = self._fresh_folder("embeddings")
+        target = folder / (Path(name).name or "embeddings.parquet")
+        target.write_bytes(data)
+        self._keep_only(folder)
+        return target
+
     def _keep_only(self, current: Path) -> None:
         for previous in self.path.iterdir():
             if previous != current:

@@ -12,6 +12,7 @@ from probe_core.roots import (
     FolderNotAllowedError,
     configured_roots,
     resolve_server_folder,
+    resolve_server_path,
 )
 
 
@@ -78,3 +79,14 @@ def test_the_refusal_names_the_allowed_folders_and_the_setting(root):
     with pytest.raises(FolderNotAllowedError) as refused:
         resolve_server_folder("/etc", [root])
     assert str(root.resolve()) in str(refused.value) and ROOTS_ENV in str(refused.value)
+
+
+def test_a_file_under_a_root_resolves_but_is_not_a_folder(tmp_path):
+    target = tmp_path / "embeddings.parquet"
+    target.write_bytes(b"x")
+    assert resolve_server_path(str(target), [tmp_path]) == target.resolve()
+    assert resolve_server_path("embeddings.parquet", [tmp_path]) == target.resolve()
+    with pytest.raises(FolderNotAllowedError, match="is not a folder"):
+        resolve_server_folder(str(target), [tmp_path])
+    with pytest.raises(FolderNotAllowedError, match="no such file or folder"):
+        resolve_server_path(str(tmp_path / "missing.parquet"), [tmp_path])
