@@ -6,11 +6,12 @@ files, each named by its relative path, to a hidden ``st.file_uploader``, so the
 travel through Streamlit's own chunked upload with its size limits.
 
 ``hover_thumbnails`` shows a thumbnail next to the cursor while it hovers a point
-of a Plotly chart rendered by ``st.plotly_chart``.
+of a Plotly chart rendered by ``st.plotly_chart``, fetched from Python for that point only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import unquote
 
 import streamlit as st
@@ -83,37 +84,52 @@ export default function (component) {
 
 _HOVER_JS = """
 export default function (component) {
-  const { data } = component;
-  let tip = document.getElementById('ps-hover-thumb');
-  if (!tip) {
-    tip = document.createElement('img');
+  const { data, setStateValue } = component;
+  const store = window.__psHover || (window.__psHover = {
+    uris: {}, hovered: null, x: 0, y: 0, timer: null, charts: new WeakSet(), tip: null,
+  });
+  Object.assign(store.uris, data.thumbnails || {});
+  store.request = (index) => setStateValue('hovered', index);
+  if (!store.tip) {
+    const tip = document.createElement('img');
     tip.id = 'ps-hover-thumb';
     tip.style.cssText = 'position:fixed;z-index:10000;pointer-events:none;display:none;' +
       'width:96px;height:96px;object-fit:contain;background:#fff;border:1px solid #ccc;' +
       'border-radius:6px;box-shadow:0 2px 8px rgba(0,0,0,.25)';
     document.body.appendChild(tip);
+    store.tip = tip;
   }
-  let attached = null;
+  const tip = store.tip;
+  const show = () => {
+    const uri = store.hovered === null ? null : store.uris[String(store.hovered)];
+    if (!uri) { tip.style.display = 'none'; return; }
+    tip.src = uri;
+    tip.style.left = Math.max(0, store.x - 114) + 'px';  // left of the cursor:
+    tip.style.top = Math.max(0, store.y - 110) + 'px';   // Plotly's label is on the right
+    tip.style.display = 'block';
+  };
   const attach = () => {
     const chart = document.querySelector('.st-key-' + data.target + ' .js-plotly-plot');
-    if (!chart || !chart.on || chart === attached) return;
-    attached = chart;
+    if (!chart || !chart.on || store.charts.has(chart)) return;
+    store.charts.add(chart);
     chart.on('plotly_hover', (event) => {
       const point = event.points && event.points[0];
       const index = point && point.customdata ? point.customdata[1] : null;
-      const uri = index === null ? null : data.thumbnails[String(index)];
-      if (!uri) { tip.style.display = 'none'; return; }
-      tip.src = uri;
       const e = event.event || {};
-      tip.style.left = Math.max(0, (e.clientX || 0) - 114) + 'px';  // left of the cursor:
-      tip.style.top = Math.max(0, (e.clientY || 0) - 110) + 'px';  // Plotly's label is right
-      tip.style.display = 'block';
+      store.hovered = index;
+      store.x = e.clientX || 0;
+      store.y = e.clientY || 0;
+      show();
+      if (index === null || String(index) in store.uris) return;
+      clearTimeout(store.timer);  // fetched only for a point the cursor rests on
+      store.timer = setTimeout(() => { if (store.hovered === index) store.request(index); }, 150);
     });
-    chart.on('plotly_unhover', () => { tip.style.display = 'none'; });
+    chart.on('plotly_unhover', () => { store.hovered = null; show(); });
   };
   attach();
+  show();  // a thumbnail that just arrived for the point still hovered
   const timer = setInterval(attach, 500);
-  return () => { clearInterval(timer); tip.style.display = 'none'; };
+  return () => { clearInterval(timer); };
 }
 """
 
@@ -140,9 +156,27 @@ def decode_upload_name(name: str) -> str:
     return unquote(name[len(PATH_PREFIX) :]) if name.startswith(PATH_PREFIX) else name
 
 
-def hover_thumbnails(chart_key: str, thumbnails: dict[int, str]) -> None:
-    """Show ``thumbnails[point index]`` beside the cursor over the chart with ``chart_key``."""
-    _hover(
-        data={"target": chart_key, "thumbnails": {str(k): v for k, v in thumbnails.items()}},
-        key=f"{chart_key}_hover",
-    )
+def hover_thumbnails(chart_key: str, fetch: Callable[[int], str | None]) -> None:
+    """Show a thumbnail beside the cursor over the chart with ``chart_key``: the browser asks
+    for the hovered point (its ``customdata[1]``) and ``fetch(index)`` makes its data URI,
+    one point at a time, in a fragment (the chart is not redrawn). The browser keeps what it
+    was sent, so each point is fetched once per page."""
+    state_key = f"{chart_key}_hover"
+    sent_key = f"{chart_key}_hover_sent"
+
+    def fetch_hovered() -> None:
+        index = getattr(st.session_state.get(state_key), "hovered", None)
+        if index is not None:
+            uri = fetch(int(index))
+            st.session_state[sent_key] = {str(int(index)): uri} if uri else {}
+
+    @st.fragment
+    def mount() -> None:
+        _hover(
+            data={"target": chart_key, "thumbnails": st.session_state.get(sent_key, {})},
+            key=state_key,
+            default={"hovered": None},
+            on_hovered_change=fetch_hovered,
+        )
+
+    mount()

@@ -1,18 +1,28 @@
-"""Data: choose images (demo, drop, browse, zip, built classes, server folder), preview, run."""
+"""Data: choose images (demo, drop, browse, zip, built classes, server folder) or open
+precomputed embeddings, preview, run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages import shared
 from pages.components import folder_drop_zone
 from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder
+from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
 from probe_core.encoders import EncoderError
 from probe_core.evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from probe_core.evaluation.protocols import AUTO_CV_LIMIT, PROTOCOLS
 from probe_core.probe import ProbeError
-from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_folder
+from probe_core.roots import (
+    FolderNotAllowedError,
+    configured_roots,
+    resolve_server_folder,
+    resolve_server_path,
+)
 from probe_core.study import StudySettings
 from probe_core.thumbnails import thumbnail
 
@@ -36,8 +46,16 @@ def _take(files: list[tuple[str, bytes]], label: str, counter: str) -> None:
 
 
 def choose_images() -> None:
-    demo, drop, browse, archive, build, server = st.tabs(
-        ["Demo", "Drop a folder", "Browse", "Zip file", "Build classes", "Server folder"]
+    demo, drop, browse, archive, build, server, precomputed = st.tabs(
+        [
+            "Demo",
+            "Drop a folder",
+            "Browse",
+            "Zip file",
+            "Build classes",
+            "Server folder",
+            "Open embeddings",
+        ]
     )
     with demo:
         st.write(f"{shared.DEMO_LABEL}. Works offline.")
@@ -76,6 +94,8 @@ def choose_images() -> None:
         build_classes()
     with server:
         server_folder()
+    with precomputed:
+        open_embeddings()
     st.caption(f"Uploads: up to {MAX_UPLOAD_MB} MB per file; they stay private to this session.")
 
 
@@ -122,6 +142,77 @@ def server_folder() -> None:
         else:
             shared.set_dataset(scan_folder(folder), f"Server folder {folder}")
             st.rerun()
+
+
+def open_embeddings() -> None:
+    """Precomputed embeddings (``path, label, vector``): an uploaded Parquet file, or a file or
+    folder of shards on the server under the allowed roots."""
+    st.write(
+        "A Parquet file with columns `path`, `label` and `vector` (as `probe-studio embed` or"
+        " `run` writes `embeddings.parquet`, or any other tool), or a folder of such shards."
+        " The probe, the metrics and the map work from the vectors alone."
+    )
+    roots = configured_roots()
+    upload_col, server_col = st.columns(2)
+    upload = upload_col.file_uploader(
+        "Upload a Parquet file", type=["parquet"], key=_uploader_key("embeddings_upload")
+    )
+    path = server_col.text_input(
+        "…or a file or folder of shards on the server",
+        placeholder=str(roots[0] / "embeddings.parquet"),
+        key="embeddings_path",
+        help="Allowed server folders: " + ", ".join(str(root) for root in roots),
+    )
+    image_root = st.text_input(
+        "Image folder for thumbnails (optional)",
+        key="embeddings_image_root",
+        help="Where the `path` column's relative paths start; by default the folder recorded"
+        " in the file. Thumbnails show only for images under the allowed server folders.",
+    )
+    opened = None
+    try:
+        if upload is not None:
+            target = shared.workspace().add_embeddings_file(upload.name, upload.getvalue())
+            opened = read_embeddings(target), f"Embeddings: {upload.name}"
+            _bump("embeddings_upload")
+        elif st.button("Open embeddings", key="open_embeddings") and path.strip():
+            located = resolve_server_path(path, roots)
+            opened = read_embeddings(located), f"Embeddings: {located}"
+    except (EmbeddingsFileError, FolderNotAllowedError) as error:
+        st.error(str(error))
+        if upload is not None:
+            _bump("embeddings_upload")
+        return
+    if opened is not None:
+        embeddings, label = opened
+        root = ""
+        if image_root.strip():
+            try:
+                root = str(resolve_server_folder(image_root, roots))
+            except FolderNotAllowedError as error:
+                st.warning(f"No thumbnails: {error}")
+        shared.set_embeddings(embeddings, label, root)
+        st.rerun()
+
+
+def preview_embeddings(current: shared.Session) -> None:
+    embeddings = current.embeddings
+    st.subheader(current.label)
+    rows, classes, dims = st.columns(3)
+    rows.metric("Embeddings", f"{len(embeddings):,}")
+    classes.metric("Classes", len(embeddings.class_names))
+    dims.metric("Dimensions", embeddings.dim)
+    st.caption(f"Encoder: `{embeddings.encoder_id}` (as recorded in the file).")
+    for message in getattr(embeddings, "messages", []):
+        st.info(message)
+    if current.images.reason:
+        st.info(f"No thumbnails: {current.images.reason}.", icon=":material/hide_image:")
+    counts = np.bincount(embeddings.labels, minlength=len(embeddings.class_names))
+    table = pd.DataFrame({"class": embeddings.class_names, "embeddings": counts})
+    st.dataframe(table, hide_index=True, height=min(400, 36 + 35 * len(table)))
+    for name, count in zip(embeddings.class_names, counts, strict=True):
+        if count < 2:
+            st.warning(f"“{name}” has fewer than 2 embeddings and will be left out of the probe.")
 
 
 def preview(current: shared.Session) -> None:
@@ -187,6 +278,8 @@ PROTOCOL_HELP = (
 
 
 def settings_form(current: shared.Session) -> bool:
+    if current.precomputed:
+        return precomputed_settings_form(current)
     infos = shared.available_encoders()
     names = [info.name for info in infos]
     labels = {
@@ -208,57 +301,77 @@ def settings_form(current: shared.Session) -> bool:
             placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k",
             help="open_clip:<arch>/<pretrained tag> (downloads once) or open_clip:<arch>@<file>",
         )
-        protocol_col, folds_col, repeats_col, test_col = st.columns([2, 1, 1, 1])
-        protocol = protocol_col.selectbox(
-            "Evaluation protocol",
-            PROTOCOLS,
-            index=PROTOCOLS.index(settings.protocol),
-            format_func=PROTOCOL_LABELS.get,
-            help=PROTOCOL_HELP,
-            key="protocol",
-        )
-        folds = folds_col.number_input(
-            "Folds (cv)", 2, 20, settings.folds, help="fewer when the smallest class is smaller"
-        )
-        repeats = repeats_col.number_input(
-            "Repeats (cv)", 1, 20, settings.repeats, help="re-run with other fold seeds"
-        )
-        test_size = test_col.slider("Test fraction (holdout)", 0.1, 0.5, settings.test_size, 0.05)
-        seed_col, mode_col, fixed_col, duplicate_col = st.columns(4)
-        seed = seed_col.number_input("Seed", 0, 2**31 - 1, settings.seed)
-        mode = mode_col.radio(
-            "C (regularisation)",
-            ["chosen on validation data", "fixed"],
-            index=0 if settings.fixed_c is None else 1,
-        )
-        fixed = fixed_col.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
-        threshold = duplicate_col.number_input(
-            "Duplicate cosine",
-            0.9,
-            1.0,
-            settings.duplicate_threshold or DEFAULT_DUPLICATE_COSINE,
-            0.001,
-            format="%.3f",
-            help="images this similar (or with identical bytes) are kept on one side of"
-            " every split",
-        )
+        evaluation = evaluation_settings(settings)
         submitted = st.form_submit_button("Run probe", type="primary")
     if submitted:
-        current.settings = StudySettings(
-            encoder=custom.strip() or encoder,
-            protocol=protocol,
-            folds=int(folds),
-            repeats=int(repeats),
-            test_size=float(test_size),
-            seed=int(seed),
-            fixed_c=float(fixed) if mode == "fixed" else None,
-            duplicate_threshold=float(threshold),
-        )
+        current.settings = replace(evaluation, encoder=custom.strip() or encoder)
     return submitted
+
+
+def precomputed_settings_form(current: shared.Session) -> bool:
+    with st.form("probe_settings"):
+        st.markdown(f"**Precomputed embeddings** · encoder `{current.embeddings.encoder_id}`")
+        evaluation = evaluation_settings(current.settings)
+        submitted = st.form_submit_button("Run probe", type="primary")
+    if submitted:
+        current.settings = replace(evaluation, encoder=current.embeddings.encoder_id)
+    return submitted
+
+
+def evaluation_settings(settings: StudySettings) -> StudySettings:
+    """The form's protocol, seed, C and duplicate widgets (inside an open ``st.form``)."""
+    protocol_col, folds_col, repeats_col, test_col = st.columns([2, 1, 1, 1])
+    protocol = protocol_col.selectbox(
+        "Evaluation protocol",
+        PROTOCOLS,
+        index=PROTOCOLS.index(settings.protocol),
+        format_func=PROTOCOL_LABELS.get,
+        help=PROTOCOL_HELP,
+        key="protocol",
+    )
+    folds = folds_col.number_input(
+        "Folds (cv)", 2, 20, settings.folds, help="fewer when the smallest class is smaller"
+    )
+    repeats = repeats_col.number_input(
+        "Repeats (cv)", 1, 20, settings.repeats, help="re-run with other fold seeds"
+    )
+    test_size = test_col.slider("Test fraction (holdout)", 0.1, 0.5, settings.test_size, 0.05)
+    settings = replace(
+        settings,
+        protocol=protocol,
+        folds=int(folds),
+        repeats=int(repeats),
+        test_size=float(test_size),
+    )
+    seed_col, mode_col, fixed_col, duplicate_col = st.columns(4)
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, settings.seed)
+    mode = mode_col.radio(
+        "C (regularisation)",
+        ["chosen on validation data", "fixed"],
+        index=0 if settings.fixed_c is None else 1,
+    )
+    fixed = fixed_col.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
+    threshold = duplicate_col.number_input(
+        "Duplicate cosine",
+        0.9,
+        1.0,
+        settings.duplicate_threshold or DEFAULT_DUPLICATE_COSINE,
+        0.001,
+        format="%.3f",
+        help="images this similar (or with identical bytes) are kept on one side of every split",
+    )
+    return replace(
+        settings,
+        seed=int(seed),
+        fixed_c=float(fixed) if mode == "fixed" else None,
+        duplicate_threshold=float(threshold),
+    )
 
 
 def run(current: shared.Session) -> bool:
     """Embed (if needed) and evaluate; True when results are ready."""
+    if current.precomputed:
+        return evaluate(current, None)
     try:
         encoder = shared.shared_encoder(current.settings.encoder)
     except EncoderError as error:
@@ -276,6 +389,10 @@ def run(current: shared.Session) -> bool:
                 f"{len(unreadable)} files could not be read as images and were left out: {listed}"
                 f"{more}. They are listed under Skipped files on the Data page."
             )
+    return evaluate(current, encoder)
+
+
+def evaluate(current: shared.Session, encoder) -> bool:
     try:
         with st.spinner("Fitting and scoring the probe (C chosen on training data only)…"):
             current.result = shared.fit_probe(current, encoder)
@@ -294,8 +411,11 @@ if shared.study() is None or run_demo_now:
 choose_images()
 current = shared.study()
 st.divider()
-preview(current)
-if current.dataset.items:
+if current.precomputed:
+    preview_embeddings(current)
+else:
+    preview(current)
+if current.precomputed or current.dataset.items:
     if (settings_form(current) or run_demo_now) and run(current):
         st.switch_page("pages/results.py")
     elif current.result is not None:

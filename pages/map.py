@@ -13,7 +13,6 @@ from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
 from probe_core.figures import COLOR_BY, embedding_figure, map_frame
 from probe_core.projection import MapScore, Projection, score_map
 
-MAX_HOVER_THUMBNAILS = 2000
 DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
 
 
@@ -157,9 +156,11 @@ if current is not None:
             selection_mode=("points", "box", "lasso"),
             width="stretch",
         )
-    if len(current.embeddings) <= MAX_HOVER_THUMBNAILS:
-        hover_thumbnails("map", shared.thumbnails_for(current, range(len(current.embeddings))))
-    st.caption("Hover a point for its thumbnail; drag a box or lasso to select images.")
+    if current.images.reason:
+        st.caption(f"No thumbnails: {current.images.reason}. Drag a box or lasso to select.")
+    else:
+        hover_thumbnails("map", lambda index: shared.thumbnails_for(current, [index]).get(index))
+        st.caption("Hover a point for its thumbnail; drag a box or lasso to select images.")
 
     selected = sorted({int(p["customdata"][1]) for p in (event.selection.points if event else [])})
     if selected:

@@ -42,8 +42,15 @@ def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
         return weights
     if current is None or current.result is None:
         return None  # the page explains below how to get results
-    settings = current.settings
-    return ProbeWeights.from_result(current.result, current.embeddings.encoder_id, settings.encoder)
+    return ProbeWeights.from_result(
+        current.result, current.embeddings.encoder_id, encoder_name(current)
+    )
+
+
+def encoder_name(current: shared.Session) -> str:
+    """The name ``load_encoder`` takes for the study's encoder; "" for embeddings opened from a
+    file, whose encoder the studio cannot load by its id."""
+    return "" if current.precomputed else current.settings.encoder
 
 
 def predict(current: shared.Session | None) -> None:
@@ -53,6 +60,13 @@ def predict(current: shared.Session | None) -> None:
         "Drop new images", type=shared.IMAGE_TYPES, accept_multiple_files=True, key="predict_images"
     )
     if weights is None or not uploads:
+        return
+    if not weights.encoder_name:
+        st.info(
+            f"This probe was fitted on precomputed embeddings (encoder `{weights.encoder_id}`):"
+            " new images would need that encoder, which the studio cannot load from its id."
+            " Embed them with the same tool, or open the image folder to probe it here."
+        )
         return
     try:
         encoder = shared.shared_encoder(weights.encoder_name or shared.DEFAULT_ENCODER)
@@ -88,7 +102,7 @@ def predict(current: shared.Session | None) -> None:
 def downloads(current: shared.Session) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
-    weights = ProbeWeights.from_result(result, embeddings.encoder_id, current.settings.encoder)
+    weights = ProbeWeights.from_result(result, embeddings.encoder_id, encoder_name(current))
     parquet = io.BytesIO()
     embeddings_table(embeddings).to_parquet(parquet, index=False)
     columns = st.columns(3)

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import streamlit as st
 from streamlit import runtime
@@ -16,6 +16,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
 from probe_core.embed import Embeddings
+from probe_core.embeddings_io import PrecomputedEmbeddings
 from probe_core.encoders import (
     Encoder,
     EncoderInfo,
@@ -24,11 +25,11 @@ from probe_core.encoders import (
     pick_device,
 )
 from probe_core.evaluation.protocols import ProbeResult
+from probe_core.image_lookup import ImageLookup
 from probe_core.projection import Projection, warm_up
 from probe_core.result_cache import ResultCache
 from probe_core.roots import DEMO_ROOT
 from probe_core.study import Study, StudyProgress, StudySettings
-from probe_core.thumbnails import thumbnail_uri
 from probe_core.workspace import SessionWorkspace
 
 log = get_logger(__name__)
@@ -38,16 +39,23 @@ DEMO_LABEL = "Bundled demo: 144 Noto emoji in 6 categories"
 
 @dataclass
 class Session:
-    """What one browser session is looking at: a dataset and what was computed from it."""
+    """What one browser session is looking at: a dataset (or precomputed embeddings) and what
+    was computed from it."""
 
-    dataset: ImageDataset
+    dataset: ImageDataset | None
     label: str
     embeddings: Embeddings | None = None
     result: ProbeResult | None = None
     settings: StudySettings = field(default_factory=StudySettings)
     projections: dict[tuple, Projection] = field(default_factory=dict)
-    thumbnails: dict[int, str] = field(default_factory=dict)
+    thumbnails: dict[int, str | None] = field(default_factory=dict)
     preview_strips: dict[str, list] = field(default_factory=dict)
+    images: ImageLookup = field(default_factory=ImageLookup)  # for thumbnails
+
+    @property
+    def precomputed(self) -> bool:
+        """Opened from an embeddings file: no images to embed, no encoder."""
+        return self.dataset is None
 
 
 def workspace() -> SessionWorkspace:
@@ -113,7 +121,23 @@ def study() -> Session | None:
 def set_dataset(dataset: ImageDataset, label: str) -> None:
     """Start a new study; the previous one's results are dropped."""
     settings = study().settings if study() else StudySettings()
-    st.session_state.study = Session(dataset=dataset, label=label, settings=settings)
+    st.session_state.study = Session(
+        dataset=dataset, label=label, settings=settings, images=ImageLookup.from_dataset(dataset)
+    )
+
+
+def set_embeddings(embeddings: PrecomputedEmbeddings, label: str, image_root: str = "") -> None:
+    """Start a new study on precomputed embeddings; thumbnails come from files on this server
+    under the allowed roots (``image_root``, else the folder the file records), when found."""
+    settings = study().settings if study() else StudySettings()
+    images = ImageLookup.from_paths(embeddings.paths, image_root or embeddings.image_root or None)
+    st.session_state.study = Session(
+        dataset=None,
+        label=label,
+        embeddings=embeddings,
+        settings=replace(settings, encoder=embeddings.encoder_id),
+        images=images,
+    )
 
 
 def load_demo() -> None:
@@ -151,7 +175,7 @@ def device_label() -> str:
     return {"cuda": "CUDA GPU", "mps": "Apple MPS", "cpu": "CPU"}[device.type]
 
 
-def study_runner(current: Session, encoder: Encoder) -> Study:
+def study_runner(current: Session, encoder: Encoder | None) -> Study:
     """The library's study with this session's settings, shared encoder and caches."""
     return Study(
         current.settings, cache=embedding_cache(), result_cache=result_cache(), encoder=encoder
@@ -183,7 +207,8 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
     return embeddings
 
 
-def fit_probe(current: Session, encoder: Encoder) -> ProbeResult:
+def fit_probe(current: Session, encoder: Encoder | None) -> ProbeResult:
+    """The probe's result (``encoder`` None for precomputed embeddings)."""
     start_first_map(current)  # in the background, while the probe fits
     return study_runner(current, encoder).evaluate(current.embeddings)
 
@@ -314,17 +339,22 @@ def projection_for(
     return projection
 
 
+MAX_KEPT_THUMBNAILS = 5_000  # per session: hovering over 100k points must not fill memory
+
+
 def thumbnails_for(current: Session, indices) -> dict[int, str]:
-    """Data-URI thumbnails of embedded images by embedding index (kept for reuse)."""
-    by_path = {item.path: item for item in current.dataset.items}
-    for index in indices:
-        index = int(index)
+    """Data-URI thumbnails of embedded images by embedding index (the latest kept for reuse);
+    images that cannot be found are left out."""
+    found = {}
+    for index in map(int, indices):
         if index not in current.thumbnails:
-            item = by_path.get(current.embeddings.paths[index])
-            uri = thumbnail_uri(item) if item is not None else None
-            if uri:
-                current.thumbnails[index] = uri
-    return {int(i): current.thumbnails[int(i)] for i in indices if int(i) in current.thumbnails}
+            if len(current.thumbnails) >= MAX_KEPT_THUMBNAILS:
+                current.thumbnails.pop(next(iter(current.thumbnails)))
+            uri = current.images.thumbnail_uri(current.embeddings.paths[index])
+            current.thumbnails[index] = uri
+        if current.thumbnails[index]:
+            found[index] = current.thumbnails[index]
+    return found
 
 
 def require_results() -> Session | None:
