@@ -43,7 +43,12 @@ MIN_VALIDATION_PER_CLASS = 2  # below this, C is chosen by stratified k-fold ins
 SELECTIONS = ("auto", "kfold")
 SEARCHES = ("auto", "coarse-to-fine", "grid")
 SOLVERS = ("auto", "sklearn", "torch")
-SMALL_PROBLEM_ELEMENTS = 2_000_000  # below this many X entries, fits run on one BLAS thread
+# Every scikit-learn fit runs on one BLAS thread: L-BFGS's many small steps gain nothing from
+# more, and lose to their start-up and spinning (on 2 cores, 7,500 x 1280: 4.6 s on one thread
+# against 12.1 s on OpenBLAS's 2; 60,000 x 512, 50 classes: 2.3 s against 2.7 s). Two fits
+# side by side, one per core, were not faster either: splitting the warm-started C path into
+# two chains cost more L-BFGS iterations than the second core gave back (bench/probe_speed.py).
+BLAS_THREADS = 1
 COARSE_STRIDE = 2  # grid steps between the coarse C values: a decade on the default grid
 # Below this many images the whole grid is measured: validation curves on a few hundred images
 # are noisy enough to hold a spike that coarse steps skip, and the grid costs little there.
@@ -88,12 +93,9 @@ def _logistic_regression(
     )
 
 
-def _blas_threads_for(X: np.ndarray):
-    """One BLAS thread for small problems: thread start-up costs more than the many tiny
-    L-BFGS steps gain from it (measured 2.5x faster cross-validation on the demo)."""
-    if X.size < SMALL_PROBLEM_ELEMENTS:
-        return threadpool_limits(limits=1, user_api="blas")
-    return contextlib.nullcontext()
+def _blas_threads():
+    """``BLAS_THREADS`` for the fits inside."""
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
 def has_groups(groups: np.ndarray | None) -> bool:
@@ -323,7 +325,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         X, y = self._as_input(X), np.asarray(y)
         if len(np.unique(y)) < 2:
             raise ProbeError("a probe needs at least two classes in the training data")
-        threads = _blas_threads_for(X) if self.solver_ == "sklearn" else contextlib.nullcontext()
+        threads = _blas_threads() if self.solver_ == "sklearn" else contextlib.nullcontext()
         with warnings.catch_warnings(), threads:
             warnings.simplefilter("ignore", ConvergenceWarning)
             # Choosing C needs rankings, not float64 weights: the embeddings are float32 to

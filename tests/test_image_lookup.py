@@ -3,6 +3,8 @@ one at a time; when none can, the lookup says why."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from probe_core.dataset import scan_folder
 from probe_core.image_lookup import ImageLookup
 from tests.conftest import write_image_folder
@@ -23,7 +25,7 @@ def test_absolute_paths_resolve_without_an_image_folder(tmp_path):
     paths = [str(p) for p in sorted(folder.rglob("*.png"))]
     lookup = ImageLookup.from_paths(paths, roots=[tmp_path])
     assert lookup.reason is None
-    assert lookup.read(paths[-1]) == open(paths[-1], "rb").read()
+    assert lookup.read(paths[-1]) == Path(paths[-1]).read_bytes()
 
 
 def test_relative_paths_without_an_image_folder_say_the_folder_is_unknown(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+from probe_core import probe as probe_module
 from probe_core.dataset import scan_folder
 from probe_core.embed import extract_embeddings
 from probe_core.evaluation.protocols import run_probe
@@ -239,3 +240,19 @@ def test_a_torch_probe_exports_and_predicts_like_a_sklearn_one():
         result.probe.predict_proba(embeddings.vectors),
         atol=1e-5,
     )
+
+
+def test_every_scikit_learn_fit_runs_on_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    original = probe_module.LogisticRegression.fit
+
+    def recording_fit(model, *args, **kwargs):
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(probe_module.LogisticRegression, "fit", recording_fit)
+    X, y = clustered([40] * 3, 16, 2.5, 4)
+    LinearProbe().fit(X, y)
+    assert seen and set(seen) == {1}
