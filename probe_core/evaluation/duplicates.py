@@ -230,8 +230,16 @@ def _similar_pairs_approximate(
     right = neighbours.ravel()
     found = (right >= 0) & (right != left)
     left, right = left[found], right[found]
-    # Similarities recomputed exactly, so the threshold means the same as in exact search.
-    similarity = np.einsum("ij,ij->i", vectors[left], vectors[right])
+    # Similarities recomputed exactly, so the threshold means the same as in exact search;
+    # in blocks of pairs, since all of them at once would copy 15 vectors per image.
+    step = max(1, BLOCK_BYTES // max(1, 2 * vectors.shape[1] * vectors.itemsize))
+    similarity = np.concatenate(
+        [
+            np.einsum("ij,ij->i", vectors[left[i : i + step]], vectors[right[i : i + step]])
+            for i in range(0, len(left), step)
+        ]
+        or [np.zeros(0, dtype=vectors.dtype)]
+    )
     keep = similarity >= threshold
     return left[keep], right[keep]
 
