@@ -72,12 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         "compare",
         help="score several encoders on the same images and folds, and test every pair",
     )
-    compare.add_argument("folder", help="folder with one subfolder per class, or a .zip of one")
+    compare.add_argument(
+        "folder", nargs="?", help="folder with one subfolder per class, or a .zip of one"
+    )
     compare.add_argument(
         "--encoders",
-        required=True,
+        default=None,
         help="comma-separated encoder names, e.g."
         f" {DEFAULT_ENCODER},baseline:pixels,open_clip:ViT-B-32",
+    )
+    compare.add_argument(
+        "--embeddings",
+        default=None,
+        help="instead of a folder and --encoders: comma-separated precomputed embeddings"
+        " (Parquet files or folders of shards with path, label, vector), one per encoder,"
+        " matched by path",
     )
     compare.add_argument(
         "--out", default="probe-comparison", help="output folder (default: probe-comparison)"
@@ -450,6 +459,11 @@ def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.embeddings is not None:
+        return _compare_embeddings(args)
+    if args.folder is None or args.encoders is None:
+        print("error: give a folder and --encoders (or --embeddings A,B)", file=sys.stderr)
+        return 2
     names = [name.strip() for name in args.encoders.split(",") if name.strip()]
     templates = None
     if args.templates:
@@ -465,6 +479,35 @@ def _compare(args: argparse.Namespace) -> int:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)
         return 2
     outcome = study.compare(dataset, names, fewshot=args.fewshot, zero_shot_templates=templates)
+    progress.close()
+    write_comparison(args.out, outcome)
+    _print_comparison(outcome)
+    print(f"results written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _compare_embeddings(args: argparse.Namespace) -> int:
+    """``compare --embeddings A,B``: the comparison of precomputed embeddings, one file (or
+    folder of shards) per encoder, named by the encoder id each records."""
+    if args.folder is not None or args.encoders is not None:
+        print("error: give --embeddings, or a folder and --encoders, not both", file=sys.stderr)
+        return 2
+    embeddings = {}
+    for source in (part.strip() for part in args.embeddings.split(",") if part.strip()):
+        opened = read_embeddings(source)
+        name = opened.encoder_id
+        if name in embeddings:
+            name = f"{name} ({Path(source).name})"
+        embeddings[name] = opened
+        print(f"{len(opened)} embeddings ({opened.dim}-d) from {source}: {name}")
+        for message in opened.messages:
+            print(f"note       {source}: {message}")
+    if len(embeddings) < 2:
+        print("error: --embeddings needs at least two files", file=sys.stderr)
+        return 2
+    progress = _ProgressPrinter()
+    study = _study(args, _settings(args), progress)
+    outcome = study.compare_embeddings(embeddings, fewshot=args.fewshot)
     progress.close()
     write_comparison(args.out, outcome)
     _print_comparison(outcome)

@@ -75,7 +75,7 @@ ProgressListener = Callable[[StudyProgress], None]
 class ComparisonOutcome:
     """Several encoders scored on the same images and folds, with what helps decide."""
 
-    dataset: ImageDataset
+    dataset: ImageDataset | None  # None when compared from precomputed embeddings
     embeddings: dict[str, Embeddings]  # aligned: the same images in the same order
     comparison: Comparison
     fewshot: list[FewShotCurve]
@@ -226,6 +226,30 @@ class Study:
             self.progress(StudyProgress("load encoder", message=name))
             embeddings[name] = self.embed(dataset)
             rates[name] = self._images_per_second(dataset, encoder, embeddings[name])
+        return self._compare_embedded(
+            dataset, embeddings, loaded, rates, fewshot, zero_shot_templates
+        )
+
+    def compare_embeddings(
+        self, embeddings: Mapping[str, Embeddings], *, fewshot: bool = False
+    ) -> ComparisonOutcome:
+        """``compare`` from precomputed embeddings (e.g. several ``embeddings.parquet``), one
+        set per name, matched by path; zero-shot needs an encoder, so it is reported as not
+        available."""
+        if len(embeddings) < 2:
+            raise ProbeError("a comparison needs at least two sets of embeddings")
+        return self._compare_embedded(None, dict(embeddings), {}, {}, fewshot, None)
+
+    def _compare_embedded(
+        self,
+        dataset: ImageDataset | None,
+        embeddings: dict[str, Embeddings],
+        encoders: Mapping[str, Encoder],
+        rates: dict[str, float],
+        fewshot: bool,
+        zero_shot_templates: Sequence[str] | None,
+    ) -> ComparisonOutcome:
+        names = list(embeddings)
         settings = self.settings
         self.progress(StudyProgress("evaluate", message="comparison"))
         comparison = compare_encoders(
@@ -236,7 +260,7 @@ class Study:
             test_size=settings.test_size,
             seed=settings.seed,
             duplicate_threshold=settings.duplicate_threshold,
-            images_per_second=rates,
+            images_per_second=rates or None,
             probe=LinearProbe(seed=settings.seed, C=settings.fixed_c),
             near_duplicate_encoders=[n for n in names if not is_weight_free(n)] or names,
         )
@@ -244,9 +268,16 @@ class Study:
         zero_shots = {
             name: zero_shot(
                 aligned[name],
-                loaded[name],
+                encoders[name],
                 comparison.results[name],
                 templates=zero_shot_templates,
+            )
+            if name in encoders
+            else ZeroShotResult(
+                name,
+                available=False,
+                reason=f"{name}: precomputed embeddings carry no text tower, so zero-shot is"
+                " not available",
             )
             for name in names
         }

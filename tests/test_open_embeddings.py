@@ -255,3 +255,41 @@ def test_run_needs_a_folder_or_embeddings_but_not_both(tmp_path):
     assert cli(["run", "--no-cache"]).code == 2
     both = cli(["run", str(tmp_path), "--embeddings", str(path), "--no-cache"])
     assert both.code == 2 and "not both" in both.stderr
+
+
+# --- compare --embeddings ---------------------------------------------------------------------
+
+
+def test_compare_on_two_embedding_files_reproduces_the_folder_comparison(runs):
+    """Two encoders embedded with ``embed``, compared from their files and from the folder
+    itself: the same accuracies, pairs and per-image predictions; zero-shot says why not."""
+    work, cache = runs.work, ["--cache-dir", str(runs.work / "cache")]
+    other = "baseline:color-histogram"
+    embedded = cli(["embed", str(work / "images"), "--encoder", other, "--out", str(work / "emb2"),
+                    *cache])  # fmt: skip
+    assert embedded.code == 0, embedded.stderr
+    common = ["--seed", "3", "--folds", "4", "--duplicate-threshold", "1", "--fewshot"]
+    files = f"{runs.parquet},{work / 'emb2' / 'embeddings.parquet'}"
+    from_files = cli(["compare", "--embeddings", files, "--out", str(work / "cmp-files"), *common])
+    assert from_files.code == 0, from_files.stderr
+    from_folder = cli(["compare", str(work / "images"), "--encoders", f"{ENCODER},{other}",
+                       "--out", str(work / "cmp-folder"), *cache, *common])  # fmt: skip
+    assert from_folder.code == 0, from_folder.stderr
+
+    def table(folder: str, name: str) -> pd.DataFrame:
+        frame = pd.read_csv(work / folder / name)
+        return frame.drop(columns=["images_per_second"], errors="ignore")
+
+    encoders = list(pd.read_csv(work / "cmp-files" / "comparison.csv").encoder)
+    assert encoders[0] == "baseline:pixels-16@v1" and encoders[1].startswith(other)
+    for name in ("comparison.csv", "pairs.csv", "fewshot.csv"):
+        files_table, folder_table = table("cmp-files", name), table("cmp-folder", name)
+        numbers = files_table.select_dtypes("number").columns  # same encoder order in both
+        pd.testing.assert_frame_equal(files_table[numbers], folder_table[numbers])
+    assert "precomputed embeddings carry no text tower" in from_files.stdout
+
+
+def test_compare_needs_a_folder_with_encoders_or_embeddings_but_not_both(tmp_path):
+    assert cli(["compare", "--out", str(tmp_path)]).code == 2
+    both = cli(["compare", "x", "--embeddings", "a,b", "--out", str(tmp_path)])
+    assert both.code == 2 and "not both" in both.stderr
