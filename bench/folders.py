@@ -45,3 +45,56 @@ def synthetic_folder(root: Path, n_images: int, n_classes: int = 10, size: int =
             pattern(class_index, variant, size).save(folder / f"{variant:05d}.png")
     marker.touch()
     return root
+
+
+def synthetic_embeddings_file(
+    path: Path,
+    n_rows: int = 100_000,
+    dim: int = 512,
+    n_classes: int = 50,
+    image_root: Path | None = None,
+    images_every: int = 100,
+    seed: int = 0,
+) -> Path:
+    """A Parquet file of ``path, label, vector`` rows shaped like image embeddings: unit
+    vectors around a shared direction, class means in a low-rank subspace, overlapping
+    enough that a probe is far from perfect. With ``image_root``, the paths are absolute files
+    there, and every ``images_every``-th row's file is written (a small PNG), so thumbnails
+    resolve for those rows only. Reused when it exists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_rows) % n_classes
+    rank = min(64, dim)
+    basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0].astype(np.float32)
+    means = rng.normal(size=(n_classes, rank)).astype(np.float32)
+    latent = means[labels] + 2.5 * rng.normal(size=(n_rows, rank)).astype(np.float32)
+    shared = rng.normal(size=dim).astype(np.float32)
+    vectors = 3.0 * shared / np.linalg.norm(shared) + 0.25 * latent @ basis.T
+    vectors += 0.05 * rng.normal(size=(n_rows, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    folder = Path(image_root) if image_root is not None else Path("images")
+    paths = [
+        str(folder / f"class_{label:02d}" / f"{row:06d}.png") for row, label in enumerate(labels)
+    ]
+    if image_root is not None:
+        for row in range(0, n_rows, images_every):
+            target = Path(paths[row])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pattern(int(labels[row]), row, 16).save(target)
+    table = pa.table(
+        {
+            "path": paths,
+            "label": [f"class {label:02d}" for label in labels],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    pq.write_table(table, partial)
+    partial.replace(path)
+    return path

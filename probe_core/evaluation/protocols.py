@@ -66,11 +66,11 @@ class ProtocolChoice:
         """What the numbers are computed over, in plain words."""
         if self.name == "cv":
             return (
-                f"Every image was scored by a probe that never saw it: all {n_evaluated},"
+                f"Every image was scored by a probe that never saw it: all {n_evaluated:,},"
                 f" by {self.n_folds}-fold cross-validation."
             )
         where = "test/ folder" if self.name == "given" else "held-out test split"
-        return f"{n_evaluated} images of the {where} were scored by a probe that never saw them."
+        return f"{n_evaluated:,} images of the {where} were scored by a probe that never saw them."
 
 
 @dataclass
