@@ -1,4 +1,5 @@
-"""Compare: several encoders on the loaded images, same folds, paired tests, zero- and few-shot."""
+"""Compare: several encoders on the loaded images (or several precomputed embedding files), same
+folds, paired tests, zero- and few-shot."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import shared
+from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
 from probe_core.encoders import EncoderError, EncoderInfo
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
 from probe_core.evaluation.fewshot import crossing_sentence, fewshot_figure, fewshot_table
@@ -19,8 +21,8 @@ from probe_core.evaluation.zeroshot import default_templates, template_text
 from probe_core.figures import confusion_figure, embedding_figure
 from probe_core.probe import ProbeError
 from probe_core.projection import Projection, project
+from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_path
 from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
-from probe_core.thumbnails import thumbnail_uri
 
 BASELINE = "baseline:pixels"
 MAP_KEY_PREFIX = "compare_map_"
@@ -36,11 +38,14 @@ class ComparisonRun:
     number: int  # part of the map widget keys: a new comparison starts with no selection
     fewshot_asked: bool
     projections: dict[tuple[str, str], Projection] = field(default_factory=dict)
+    session: shared.Session | None = None  # the study it was made for
 
 
 def require_dataset() -> shared.Session | None:
     """The study once images are loaded (no results needed), or a hint and None."""
     current = shared.study()
+    if current is not None and current.precomputed:
+        return current
     if current is None or current.dataset is None or not current.dataset.items:
         st.info("No images yet: choose images on the **Data** page.")
         if st.button("Use the bundled demo"):
@@ -118,6 +123,64 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
     return names, fewshot, templates
 
 
+def embeddings_form(current: shared.Session) -> tuple[dict, bool] | None:
+    """For a study opened from embeddings: more embedding files (uploaded or on the server),
+    read and checked, by name; None until the form is submitted with at least one."""
+    roots = configured_roots()
+    with st.form("compare_embeddings"):
+        st.markdown(
+            f"Compare **{current.embeddings.encoder_id}** with other embeddings of the same"
+            " images (Parquet files of `path, label, vector`, matched by path)."
+        )
+        uploads = st.file_uploader(
+            "Upload embedding files", type=["parquet"], accept_multiple_files=True
+        )
+        paths = st.text_area(
+            "…or files or folders of shards on the server, one per line",
+            help="Allowed server folders: " + ", ".join(str(root) for root in roots),
+        )
+        fewshot = st.checkbox("Few-shot curve (how many images per class do I need?)")
+        submitted = st.form_submit_button("Compare", type="primary")
+    if not submitted:
+        return None
+    found = {current.embeddings.encoder_id: current.embeddings}
+    try:
+        sources = [
+            shared.workspace().add_embeddings_file(upload.name, upload.getvalue())
+            for upload in uploads or []
+        ]
+        sources += [resolve_server_path(line, roots) for line in paths.splitlines() if line.strip()]
+        for source in sources:
+            opened = read_embeddings(source)
+            name = opened.encoder_id
+            if name in found:
+                name = f"{name} ({PurePath(source).name})"
+            found[name] = opened
+    except (EmbeddingsFileError, FolderNotAllowedError) as error:
+        st.error(str(error))
+        return None
+    if len(found) < 2:
+        st.warning("Add at least one more embeddings file to compare with.")
+        return None
+    return found, fewshot
+
+
+def compare_embeddings(
+    current: shared.Session, embeddings: dict, fewshot: bool
+) -> ComparisonRun | None:
+    started = time.perf_counter()
+    with st.spinner("Scoring a probe per set of embeddings on the same folds…"):
+        try:
+            outcome = Study(current.settings).compare_embeddings(embeddings, fewshot=fewshot)
+        except (ProbeError, ValueError) as error:
+            st.error(str(error))
+            return None
+    number = st.session_state.get("compare_runs", 0) + 1
+    st.session_state.compare_runs = number
+    seconds = time.perf_counter() - started
+    return ComparisonRun(outcome, current.settings, seconds, number, fewshot, session=current)
+
+
 def compare_with_progress(
     current: shared.Session, names: list[str], fewshot: bool, templates: list[str]
 ) -> ComparisonRun | None:
@@ -168,7 +231,7 @@ def compare_with_progress(
         )
     number = st.session_state.get("compare_runs", 0) + 1
     st.session_state.compare_runs = number
-    return ComparisonRun(outcome, current.settings, seconds, number, fewshot)
+    return ComparisonRun(outcome, current.settings, seconds, number, fewshot, session=current)
 
 
 def scores(run: ComparisonRun) -> None:
@@ -291,14 +354,13 @@ def clicked_index(run: ComparisonRun, events: dict) -> int | None:
     return clicked[1] if clicked and clicked[0] == run.number else None
 
 
-def clicked_image(run: ComparisonRun, index: int) -> None:
+def clicked_image(run: ComparisonRun, current: shared.Session, index: int) -> None:
     outcome = run.outcome
     path = next(iter(outcome.embeddings.values())).paths[index]
-    item = next((item for item in outcome.dataset.items if item.path == path), None)
     rows = per_image_table(outcome.comparison).set_index("path")
     st.subheader(f"Image {PurePath(path).name}")
     picture, predictions = st.columns([1, 3])
-    uri = thumbnail_uri(item, 160) if item is not None else None
+    uri = current.images.thumbnail_uri(path, 160)
     if uri:
         picture.image(uri, width=160)
     picture.caption(path)
@@ -335,7 +397,7 @@ def downloads(run: ComparisonRun) -> None:
 def stored_run(current: shared.Session) -> ComparisonRun | None:
     """The session's last comparison, dropped once another dataset is loaded."""
     run = st.session_state.get("comparison_run")
-    if run is not None and run.outcome.dataset is not current.dataset:
+    if run is not None and run.session is not current:
         del st.session_state["comparison_run"]
         return None
     return run
@@ -344,15 +406,23 @@ def stored_run(current: shared.Session) -> ComparisonRun | None:
 current = require_dataset()
 if current is not None:
     st.title("Compare encoders")
+    count = len(current.embeddings) if current.precomputed else len(current.dataset)
     st.caption(
-        f"{current.label}: {len(current.dataset)} images. Which encoder separates these classes"
-        " best, is the difference real, and does a trivial baseline do as well?"
+        f"{current.label}: {count:,} images. Which encoder separates these classes best, is"
+        " the difference real, and does a trivial baseline do as well?"
     )
-    asked = comparison_form(current)
-    if asked is not None:
-        run = compare_with_progress(current, *asked)
-        if run is not None:
-            st.session_state.comparison_run = run
+    if current.precomputed:
+        asked_files = embeddings_form(current)
+        if asked_files is not None:
+            run = compare_embeddings(current, *asked_files)
+            if run is not None:
+                st.session_state.comparison_run = run
+    else:
+        asked = comparison_form(current)
+        if asked is not None:
+            run = compare_with_progress(current, *asked)
+            if run is not None:
+                st.session_state.comparison_run = run
     run = stored_run(current)
     if run is not None:
         unchanged = dataclasses.replace(current.settings, encoder=run.settings.encoder)
@@ -362,6 +432,6 @@ if current is not None:
         zero_and_few_shot(run)
         index = side_by_side(run)
         if index is not None:
-            clicked_image(run, index)
+            clicked_image(run, current, index)
         st.subheader("Downloads")
         downloads(run)

@@ -142,3 +142,41 @@ def test_an_embeddings_path_outside_the_allowed_roots_is_refused(tmp_path):
     (error,) = values(at.error)
     assert "outside the allowed server folders" in error
     assert study(at).label == shared.DEMO_LABEL
+
+
+def test_the_compare_page_compares_the_opened_embeddings_with_another_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    paths = [f"images/{i}.png" for i in range(60)]
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    first.write_bytes(parquet_bytes(synthetic_frame(paths)))
+    noisy = synthetic_frame(paths)
+    noisy["vector"] = list(np.random.default_rng(1).normal(size=(60, 8)))  # no signal at all
+    second.write_bytes(parquet_bytes(noisy))
+
+    at = open_server_path(new_app(), first)
+    open_page(at, "pages/compare.py")
+    at.text_area[0].set_value(str(second))
+    button(at, "Compare").click().run()
+    assert_ok(at)
+    assert not at.error
+    run = at.session_state["comparison_run"]
+    assert list(run.outcome.comparison.names) == ["precomputed:a.parquet", "precomputed:b.parquet"]
+    scored = [result.metrics.accuracy.value for result in run.outcome.comparison.results.values()]
+    assert scored[0] > scored[1]
+    assert any("is better" in m or "better by" in m for m in values(at.markdown))
+    assert any("carry no text tower" in c for c in values(at.caption))
+
+
+def test_the_compare_page_refuses_a_malformed_extra_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    good = tmp_path / "a.parquet"
+    good.write_bytes(parquet_bytes(synthetic_frame([f"{i}.png" for i in range(30)])))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    at = open_server_path(new_app(), good)
+    open_page(at, "pages/compare.py")
+    at.text_area[0].set_value(str(bad))
+    button(at, "Compare").click().run()
+    assert_ok(at)
+    (error,) = values(at.error)
+    assert "bad.parquet" in error and "not a Parquet file" in error
