@@ -151,12 +151,7 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
         help="auto (default): the fastest execution path measured faithful to fp32 (on Ray:"
         " measured once, every replica takes it); fp32: the exact model, full-size decoding",
     )
-    embed.add_argument(
-        "--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on MPS, 16 on CPU"
-    )
-    embed.add_argument(
-        "--workers", type=int, default=None, help="local: image-decoding worker processes"
-    )
+    _add_pipeline_options(embed)
     embed.add_argument(
         "--cache-dir",
         default=None,
@@ -165,6 +160,20 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
     )
     embed.add_argument(
         "--no-cache", action="store_true", help="do not read or write the cache or reuse --out"
+    )
+
+
+def _add_pipeline_options(command: argparse.ArgumentParser) -> None:
+    """How the local pipeline batches and decodes (embed, run, compare)."""
+    command.add_argument(
+        "--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on MPS, 16 on CPU"
+    )
+    command.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="image-decoding worker processes (default: none on 2 cores or fewer, where a"
+        " thread decodes; else one per core but one, up to 8)",
     )
 
 
@@ -204,12 +213,7 @@ def _add_study_options(command: argparse.ArgumentParser) -> None:
         help="cosine similarity at which two images count as duplicates"
         f" (default {DEFAULT_DUPLICATE_COSINE}); identical files always do",
     )
-    command.add_argument(
-        "--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on MPS, 16 on CPU"
-    )
-    command.add_argument(
-        "--workers", type=int, default=None, help="image-decoding worker processes"
-    )
+    _add_pipeline_options(command)
     command.add_argument(
         "--cache-dir",
         default=None,
