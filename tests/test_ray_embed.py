@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -272,3 +273,32 @@ def test_without_ray_the_message_names_the_extra(monkeypatch, image_folder, tmp_
     assert ran.code == 2
     assert RAY_INSTALL_HINT in ran.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_on_the_ray_output_reproduces_the_image_run(ray_cluster, tmp_path):
+    """``embed --engine ray`` on the demo, then ``run --embeddings`` on its output: the same
+    protocol, scored images and accuracy as ``run`` on the folder itself."""
+    out = tmp_path / "ray"
+    embedded = cli(["embed", str(DEMO_DIR), "--engine", "ray", "--out", str(out), "--no-cache"])
+    assert embedded.code == 0, embedded.stderr
+    common = ["--projection", "none", "--seed", "0", "--no-cache"]
+    from_images = cli(["run", str(DEMO_DIR), "--out", str(tmp_path / "img"), *common])
+    assert from_images.code == 0, from_images.stderr
+    parquet = out / "embeddings.parquet"
+    from_vectors = cli(
+        ["run", "--embeddings", str(parquet), "--out", str(tmp_path / "vec"), *common]
+    )
+    assert from_vectors.code == 0, from_vectors.stderr
+
+    images, vectors = (
+        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("img", "vec")
+    )
+    assert vectors["protocol"]["name"] == images["protocol"]["name"] == "cv"
+    assert vectors["n_evaluated"] == images["n_evaluated"] == 144
+    assert vectors["metrics"]["accuracy"] == images["metrics"]["accuracy"]
+    predicted = {
+        name: pd.read_csv(tmp_path / name / "predictions.csv").set_index("path")["predicted"]
+        for name in ("img", "vec")
+    }
+    assert len(predicted["vec"]) == len(predicted["img"]) == 144
+    assert (predicted["vec"] == predicted["img"].reindex(predicted["vec"].index)).all()
