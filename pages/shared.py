@@ -119,8 +119,12 @@ def study() -> Session | None:
 
 
 def set_dataset(dataset: ImageDataset, label: str) -> None:
-    """Start a new study; the previous one's results are dropped."""
-    settings = study().settings if study() else StudySettings()
+    """Start a new study; the previous one's results are dropped (its settings are kept, but
+    for the encoder of embeddings opened from a file, which cannot embed images)."""
+    previous = study()
+    settings = previous.settings if previous else StudySettings()
+    if previous is not None and previous.precomputed:
+        settings = replace(settings, encoder=StudySettings().encoder)
     st.session_state.study = Session(
         dataset=dataset, label=label, settings=settings, images=ImageLookup.from_dataset(dataset)
     )

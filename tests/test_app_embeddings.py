@@ -180,3 +180,16 @@ def test_the_compare_page_refuses_a_malformed_extra_file(tmp_path, monkeypatch):
     assert_ok(at)
     (error,) = values(at.error)
     assert "bad.parquet" in error and "not a Parquet file" in error
+
+
+def test_images_loaded_after_embeddings_run_with_an_image_encoder_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    target = tmp_path / "a.parquet"
+    target.write_bytes(parquet_bytes(synthetic_frame([f"{i}.png" for i in range(30)])))
+    at = open_server_path(new_app(), target)
+    assert study(at).settings.encoder == "precomputed:a.parquet"
+    button(at, "Use the demo").click().run()
+    assert_ok(at)
+    assert study(at).settings.encoder == shared.StudySettings().encoder
+    run_probe(at)
+    assert not at.error and study(at).result is not None
