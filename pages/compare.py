@@ -4,6 +4,7 @@ folds, paired tests, zero- and few-shot."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -12,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import shared
-from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
+from probe_core.embeddings_io import EmbeddingsFileError, read_for_comparison
 from probe_core.encoders import EncoderError, EncoderInfo
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
 from probe_core.evaluation.fewshot import crossing_sentence, fewshot_figure, fewshot_table
@@ -143,19 +144,16 @@ def embeddings_form(current: shared.Session) -> tuple[dict, bool] | None:
         submitted = st.form_submit_button("Compare", type="primary")
     if not submitted:
         return None
-    found = {current.embeddings.encoder_id: current.embeddings}
-    try:
-        sources = [
+    # A generator: each upload is read before the next replaces it in the workspace.
+    sources = itertools.chain(
+        (
             shared.workspace().add_embeddings_file(upload.name, upload.getvalue())
             for upload in uploads or []
-        ]
-        sources += [resolve_server_path(line, roots) for line in paths.splitlines() if line.strip()]
-        for source in sources:
-            opened = read_embeddings(source)
-            name = opened.encoder_id
-            if name in found:
-                name = f"{name} ({PurePath(source).name})"
-            found[name] = opened
+        ),
+        (resolve_server_path(line, roots) for line in paths.splitlines() if line.strip()),
+    )
+    try:
+        found = read_for_comparison(sources, {current.embeddings.encoder_id: current.embeddings})
     except (EmbeddingsFileError, FolderNotAllowedError) as error:
         st.error(str(error))
         return None

@@ -21,7 +21,7 @@ from .distributed import (
     write_embed_outputs,
 )
 from .embed import Embeddings
-from .embeddings_io import EmbeddingsFileError, read_embeddings
+from .embeddings_io import EmbeddingsFileError, read_embeddings, read_for_comparison
 from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders
 from .evaluation.comparison import comparison_table
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
@@ -483,11 +483,7 @@ def _compare(args: argparse.Namespace) -> int:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)
         return 2
     outcome = study.compare(dataset, names, fewshot=args.fewshot, zero_shot_templates=templates)
-    progress.close()
-    write_comparison(args.out, outcome)
-    _print_comparison(outcome)
-    print(f"results written to {Path(args.out).resolve()}")
-    return 0
+    return _finish_comparison(args, progress, outcome)
 
 
 def _compare_embeddings(args: argparse.Namespace) -> int:
@@ -496,22 +492,26 @@ def _compare_embeddings(args: argparse.Namespace) -> int:
     if args.folder is not None or args.encoders is not None:
         print("error: give --embeddings, or a folder and --encoders, not both", file=sys.stderr)
         return 2
-    embeddings = {}
-    for source in (part.strip() for part in args.embeddings.split(",") if part.strip()):
-        opened = read_embeddings(source)
-        name = opened.encoder_id
-        if name in embeddings:
-            name = f"{name} ({Path(source).name})"
-        embeddings[name] = opened
-        print(f"{len(opened)} embeddings ({opened.dim}-d) from {source}: {name}")
+    sources = [part.strip() for part in args.embeddings.split(",") if part.strip()]
+    embeddings = read_for_comparison(sources)
+    for name, opened in embeddings.items():
+        print(f"{len(opened)} embeddings ({opened.dim}-d) from {opened.source}: {name}")
         for message in opened.messages:
-            print(f"note       {source}: {message}")
+            print(f"note       {opened.source}: {message}")
     if len(embeddings) < 2:
         print("error: --embeddings needs at least two files", file=sys.stderr)
         return 2
     progress = _ProgressPrinter()
     study = _study(args, _settings(args), progress)
-    outcome = study.compare_embeddings(embeddings, fewshot=args.fewshot)
+    return _finish_comparison(
+        args, progress, study.compare_embeddings(embeddings, fewshot=args.fewshot)
+    )
+
+
+def _finish_comparison(
+    args: argparse.Namespace, progress: _ProgressPrinter, outcome: ComparisonOutcome
+) -> int:
+    """Write and print a comparison (compare, from images or from embeddings)."""
     progress.close()
     write_comparison(args.out, outcome)
     _print_comparison(outcome)

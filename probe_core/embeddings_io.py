@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,6 +243,21 @@ def read_embeddings(path: str | os.PathLike[str]) -> PrecomputedEmbeddings:
         source=str(source),
         messages=messages,
     )
+
+
+def read_for_comparison(
+    sources: Iterable[str | os.PathLike[str]], named: Mapping[str, Embeddings] | None = None
+) -> dict[str, Embeddings]:
+    """``named`` plus the embeddings read from each source (in order, one at a time), each
+    named by the encoder id its file records, with the file's name added when that is taken."""
+    found = dict(named or {})
+    for source in sources:
+        opened = read_embeddings(source)
+        name = opened.encoder_id
+        if name in found:
+            name = f"{name} ({Path(source).name})"
+        found[name] = opened
+    return found
 
 
 def _class_names(shards: list[_Shard], labels: list[str]) -> list[str]:

@@ -193,3 +193,29 @@ def test_images_loaded_after_embeddings_run_with_an_image_encoder_again(tmp_path
     assert study(at).settings.encoder == shared.StudySettings().encoder
     run_probe(at)
     assert not at.error and study(at).result is not None
+
+
+def test_the_compare_page_takes_several_uploaded_files_at_once(tmp_path, monkeypatch):
+    """Each upload is read before the next replaces it in the session's folder."""
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    paths = [f"images/{i}.png" for i in range(60)]
+    first = tmp_path / "a.parquet"
+    first.write_bytes(parquet_bytes(synthetic_frame(paths)))
+    others = []
+    for seed in (1, 2):
+        frame = synthetic_frame(paths)
+        frame["vector"] = list(np.random.default_rng(seed).normal(size=(60, 8)))
+        others.append((f"other{seed}.parquet", parquet_bytes(frame), "application/octet-stream"))
+
+    at = open_server_path(new_app(), first)
+    open_page(at, "pages/compare.py")
+    at.file_uploader[0].set_value(others)
+    button(at, "Compare").click().run()
+    assert_ok(at)
+    assert not at.error
+    names = list(at.session_state["comparison_run"].outcome.comparison.names)
+    assert names == [
+        "precomputed:a.parquet",
+        "precomputed:other1.parquet",
+        "precomputed:other2.parquet",
+    ]
