@@ -15,7 +15,7 @@ For one image folder and one encoder, in one process, it prints:
    fixed ``LinearProbe(C=1.0)``;
 6. UMAP time for the first fit (numba JIT) and the second fit in this process, and PCA.
 
-``--quick`` stops after 1-3 (one trial each).
+``--quick`` stops after 1-3; ``--trials N`` repeats 1-2 N times, interleaved.
 
 Usage::
 
@@ -209,6 +209,8 @@ def predecode(dataset: ImageDataset, encoder: Encoder, batch_size: int) -> Prede
     """Decode (as the pipeline does for this encoder) and preprocess every image in this
     process, timing each step."""
     read_digest = decode = preprocess = 0.0
+    split = encoder.split_preprocess
+    per_image = encoder.preprocess if split is None else split.pixels
     tensors = []
     for item in dataset.items:
         t0 = time.perf_counter()
@@ -217,15 +219,21 @@ def predecode(dataset: ImageDataset, encoder: Encoder, batch_size: int) -> Prede
         t1 = time.perf_counter()
         image = load_image(data, draft_min_side=encoder.draft_side)
         t2 = time.perf_counter()
-        tensors.append(encoder.preprocess(image))
+        tensors.append(per_image(image))
         t3 = time.perf_counter()
         read_digest += t1 - t0
         decode += t2 - t1
         preprocess += t3 - t2
+    t0 = time.perf_counter()
     batches = [
         torch.stack(tensors[start : start + batch_size])
+        if split is None
+        else split.batch(
+            tensors[start : start + batch_size], channels_last=encoder.path.channels_last
+        )
         for start in range(0, len(tensors), batch_size)
     ]
+    preprocess += time.perf_counter() - t0
     return Predecoded(batches, read_digest, decode, preprocess)
 
 
@@ -435,6 +443,14 @@ class Throughput:
     def forward_rate(self) -> float:
         return self.pipeline.n_images / self.forward_s
 
+    @property
+    def paired_ratios(self) -> list[float]:
+        """pipeline/forward within each trial: slow drift of the machine cancels out."""
+        return [
+            forward.seconds / pipeline.seconds
+            for pipeline, forward in zip(self.pipeline_runs, self.forward_runs, strict=True)
+        ]
+
 
 def measure(
     loaded: list[tuple[Encoder, float]],
@@ -489,6 +505,13 @@ def print_throughput(label: str, run: Throughput, n: int) -> None:
             f"{spread([r.seconds for r in run.pipeline_runs])}",
         )
     )
+    if len(run.forward_runs) > 1:
+        paired = run.paired_ratios
+        print(
+            f"    pipeline/forward per trial (each pipeline run over the forward run after it):"
+            f" median {statistics.median(paired):.2f}, {min(paired):.2f}-{max(paired):.2f}"
+            f" ({' '.join(f'{ratio:.2f}' for ratio in paired)})"
+        )
     print(
         row(
             "    first batch done after",
@@ -513,7 +536,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    trials = 1 if args.quick else max(1, args.trials)
+    trials = max(1, args.trials)
     total_started = time.perf_counter()
     cpu_at_start = cpu_seconds()
 

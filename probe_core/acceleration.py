@@ -480,7 +480,7 @@ def select_path(
 # ----------------------------------------------------------------------- JPEG draft decoding
 
 DRAFT_MARGIN = 2  # draft-decoded JPEGs keep at least twice the side the preprocessing resizes to
-_RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")
+RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")
 
 
 def draft_min_side(preprocess: Callable) -> int | None:
@@ -494,7 +494,7 @@ def draft_min_side(preprocess: Callable) -> int | None:
     if not steps:
         return None
     for step in steps:
-        if _step_name(step) in _RGB_STEPS:
+        if step_name(step) in RGB_STEPS:
             continue
         if isinstance(step, transforms.Resize):
             size = step.size
@@ -504,7 +504,7 @@ def draft_min_side(preprocess: Callable) -> int | None:
     return None
 
 
-def _step_name(step: object) -> str:
+def step_name(step: object) -> str:
     return getattr(step, "__name__", None) or type(step).__name__
 
 
@@ -527,8 +527,8 @@ class TensorPreprocess:
         steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
         scaled = False
         for step in getattr(preprocess, "transforms", None) or [None]:
-            name = _step_name(step)
-            if name in _RGB_STEPS:
+            name = step_name(step)
+            if name in RGB_STEPS:
                 continue
             if isinstance(step, (transforms.Resize, transforms.CenterCrop)) and not scaled:
                 steps.append(step)

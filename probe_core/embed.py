@@ -108,17 +108,18 @@ def default_num_workers() -> int:
 
 
 class _Decoded(NamedTuple):
-    """One item after the worker: a preprocessed tensor, a reason, or (GPU decoding) raw JPEG."""
+    """One item after the worker: a preprocessed tensor or uint8 pixels (``SplitPreprocess``),
+    a reason, or (GPU decoding) raw JPEG."""
 
     index: int
-    tensor: torch.Tensor | None = None
+    tensor: torch.Tensor | np.ndarray | None = None
     reason: str | None = None
     jpeg: torch.Tensor | None = None  # the file's bytes as uint8, to be decoded on the device
 
 
 class _Batch(NamedTuple):
     indices: list[int]
-    tensors: torch.Tensor | None
+    tensors: torch.Tensor | None  # preprocessed, or stacked uint8 pixels for SplitPreprocess
     failed: list[tuple[int, str]]
     jpeg_indices: list[int]
     jpegs: list[torch.Tensor]
@@ -135,6 +136,7 @@ def _reason_for(error: Exception) -> str:
 class _DecodingDataset(Dataset):
     """Reads, decodes and preprocesses one image; failures come back as reasons.
 
+    ``preprocess``: the whole transform, or ``SplitPreprocess.pixels`` (its per-image half).
     ``draft_side``: JPEGs may decode at a reduced size whose shorter side stays at least this.
     ``jpeg_on_device``: plain JPEGs come back undecoded, for ``_DeviceJpegDecoder``.
     """
@@ -142,7 +144,7 @@ class _DecodingDataset(Dataset):
     def __init__(
         self,
         items: Sequence[ImageItem],
-        preprocess: Callable,
+        preprocess: Callable[[Image.Image], torch.Tensor | np.ndarray],
         draft_side: int | None = None,
         jpeg_on_device: bool = False,
     ):
@@ -165,12 +167,18 @@ class _DecodingDataset(Dataset):
             return _Decoded(index, reason=_reason_for(error))
 
 
+def _stack(parts: list[torch.Tensor | np.ndarray]) -> torch.Tensor:
+    if isinstance(parts[0], np.ndarray):  # numpy, not torch: no torch thread pool in a thread
+        return torch.from_numpy(np.stack(parts))
+    return torch.stack(parts)
+
+
 def _collate(batch: list[_Decoded]) -> _Batch:
     ok = [item for item in batch if item.tensor is not None]
     jpegs = [item for item in batch if item.jpeg is not None]
     return _Batch(
         indices=[item.index for item in ok],
-        tensors=torch.stack([item.tensor for item in ok]) if ok else None,
+        tensors=_stack([item.tensor for item in ok]) if ok else None,
         failed=[(item.index, item.reason) for item in batch if item.reason is not None],
         jpeg_indices=[item.index for item in jpegs],
         jpegs=[item.jpeg for item in jpegs],
@@ -277,20 +285,21 @@ def _lower_priority(_worker_id: int) -> None:
 
 def _prefetched(dataset: _DecodingDataset, batch_size: int) -> Iterator[_Batch]:
     """Collated batches in order, the next one decoded in a thread while the caller encodes
-    this one (Pillow and torch release the GIL), without starting any process."""
+    this one (Pillow and numpy release the GIL), without starting any process. With split
+    preprocessing the thread never calls into torch, whose thread pool the forward pass uses."""
     starts = range(0, len(dataset), batch_size)
 
-    def collate(start: int) -> _Batch:
+    def decode(start: int) -> _Batch:
         stop = min(start + batch_size, len(dataset))
         return _collate([dataset[i] for i in range(start, stop)])
 
     if not starts:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(collate, starts[0])
+        pending = pool.submit(decode, starts[0])
         for following in [*starts[1:], None]:
             batch = pending.result()
-            pending = pool.submit(collate, following) if following is not None else None
+            pending = pool.submit(decode, following) if following is not None else None
             yield batch
 
 
@@ -355,9 +364,10 @@ def encode_items(
     if num_workers is None:
         num_workers = default_num_workers()
     jpeg_device = _jpeg_decode_device(encoder)
+    split = encoder.split_preprocess
     dataset = _DecodingDataset(
         items,
-        encoder.preprocess,
+        encoder.preprocess if split is None else split.pixels,
         draft_side=encoder.draft_side,
         jpeg_on_device=jpeg_device is not None,
     )
@@ -369,6 +379,9 @@ def encode_items(
     encoder.model.eval()
     with torch.inference_mode():
         for batch in _batches(dataset, batch_size, num_workers, pin_memory=pin_memory):
+            if split is not None and batch.tensors is not None:  # uint8 pixels
+                model_input = split.batch(batch.tensors, encoder.device, encoder.path.channels_last)
+                batch = batch._replace(tensors=model_input)
             indices, tensors, failed = batch.indices, batch.tensors, batch.failed
             if device_decoder is not None and batch.jpegs:
                 decoded = device_decoder(batch.jpegs)

@@ -39,6 +39,7 @@ from .acceleration import (
     draft_min_side,
     select_path,
 )
+from .preprocessing import SplitPreprocess
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"
 
@@ -125,6 +126,12 @@ class Encoder:
     def tensor_preprocess(self) -> TensorPreprocess | None:
         """The preprocessing on decoded uint8 tensors (for GPU JPEG decoding), if expressible."""
         return TensorPreprocess.from_pil(self.preprocess)
+
+    @property
+    def split_preprocess(self) -> SplitPreprocess | None:
+        """The preprocessing as uint8 pixels per image and normalisation per batch (the same
+        tensors, cheaper), when it is a plain torchvision pipeline; None otherwise."""
+        return SplitPreprocess.from_pil(self.preprocess)
 
     @property
     def decodes_jpeg_on_device(self) -> bool:
