@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "fp32"),
         default="auto",
         help="auto (default): on the CPU the fastest path measured faithful to fp32 at load"
-        " (channels_last, int8, bf16; cosine >= 0.999) and reduced-size JPEG decoding; fp16 on"
+        " (channels_last, folded batch norms, int8, bf16; cosine >= 0.999) and reduced-size"
+        " JPEG decoding; fp16 on"
         " CUDA. fp32: the exact fp32 model and full-size decoding",
     )
     _add_study_options(run)

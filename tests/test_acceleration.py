@@ -66,7 +66,13 @@ def fresh_choices(monkeypatch):
 
 
 def test_auto_path_of_the_bundled_encoder_is_faithful_on_demo_images(encoder, exact):
-    assert encoder.precision in ("fp32", "fp32+channels_last", "int8-dynamic", "bf16")
+    assert encoder.precision in (
+        "fp32",
+        "fp32+channels_last",
+        "fp32+folded-bn+channels_last",
+        "int8-dynamic",
+        "bf16",
+    )
     batch = demo_batch(exact)
     fast, reference = unit_embeddings(encoder, batch), unit_embeddings(exact, batch)
     assert min_cosine(fast, reference) >= MIN_COSINE
@@ -85,6 +91,88 @@ def test_channels_last_gives_the_bundled_encoder_fp32_embeddings_within_1e_6(exa
     np.testing.assert_allclose(
         unit_embeddings(layout, batch), unit_embeddings(exact, batch), rtol=0, atol=1e-6
     )
+
+
+def test_folded_batch_norms_give_the_bundled_encoder_fp32_embeddings_within_1e_6(exact):
+    folded = load_encoder(DEFAULT_ENCODER, device="cpu", precision="fp32+folded-bn+channels_last")
+    assert folded.precision == "fp32+folded-bn+channels_last"
+    norms = [m for m in folded.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) < len([m for m in exact.model.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert not norms  # timm's EfficientNet: every batch norm follows its convolution
+    batch = demo_batch(exact)
+    np.testing.assert_allclose(
+        unit_embeddings(folded, batch), unit_embeddings(exact, batch), rtol=0, atol=1e-6
+    )
+    layout = load_encoder(DEFAULT_ENCODER, device="cpu", precision="fp32+channels_last")
+    assert folded.cache_key == layout.cache_key  # fp32 arithmetic: the same cache entries
+
+
+class ConvNormNet(nn.Module):
+    """conv -> bn -> relu, and a second conv whose output feeds a batch norm and a residual."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(8)
+        self.spare = nn.BatchNorm2d(8)  # never fed by a convolution
+        for norm in (self.norm, self.norm2, self.spare):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.data.uniform_(0.5, 2)
+            norm.bias.data.uniform_(-1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.conv(images)))
+        y = self.conv2(x)
+        return (self.norm2(y) + y + self.spare(x)).mean(dim=(2, 3))
+
+
+def test_batch_norms_fed_by_a_convolution_are_found_and_folded_exactly():
+    model = ConvNormNet().eval()
+    batch = torch.rand(2, 3, 16, 16)
+    pairs = acceleration.foldable_batch_norms(model, batch)
+    assert pairs == [("conv", "norm"), ("conv2", "norm2")]
+    folded = acceleration.fold_batch_norms(model, pairs[:1])
+    assert isinstance(folded.norm, nn.Identity) and isinstance(model.norm, nn.BatchNorm2d)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(batch), model(batch), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fold_that_changes_another_use_of_the_convolution_is_rejected_at_load():
+    """conv2's output also feeds the residual: folding norm2 into it changes that sum, and
+    the fidelity check at load refuses the path."""
+    model = ConvNormNet().eval()
+    preprocess = transforms.Compose(
+        [transforms.Resize(16), transforms.CenterCrop(16), transforms.ToTensor()]
+    )
+    _, choice = calibrate(model, preprocess, torch.device("cpu"))
+    folded = [m for m in choice.measurements if "folded-bn" in m.path]
+    assert folded and not folded[0].faithful
+    assert "folded-bn" not in choice.precision
+
+
+def test_fp32_arithmetic_paths_compete_on_speed_but_lossy_ones_must_win_clearly(monkeypatch):
+    def trial(path: ExecutionPath, speedup: float):
+        measurement = acceleration.CandidateMeasurement(path.name, 1.0, 0.0, True, speedup)
+        return acceleration._Trial(path, nn.Identity(), measurement)
+
+    folded = ExecutionPath("fp32", channels_last=True, folded_bn=True)
+    bf16 = ExecutionPath("bf16", channels_last=True)
+    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(folded, 1.30)], None)
+    assert chosen.path == folded  # faster, and the same embeddings within 1e-5
+    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(bf16, 1.30)], None)
+    assert chosen.path == LAYOUT  # bf16 is less exact: it must be 1.1x faster
+    assert acceleration._pick([trial(folded, 1.05)], None) is None  # not clearly over fp32
+
+
+def test_precision_names_round_trip():
+    for name in ("fp32", "fp32+channels_last", "fp32+folded-bn+channels_last", "int8-dynamic"):
+        assert ExecutionPath.parse(name).name == name
+    with pytest.raises(PrecisionError, match="folded-bn"):
+        ExecutionPath.parse("fp32+sideways")
 
 
 def int8_layers(module: nn.Module) -> int:
