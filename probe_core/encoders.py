@@ -109,9 +109,10 @@ class Encoder:
     def cache_key(self) -> str:
         """Everything that determines an embedding besides the image bytes.
 
-        The arithmetic (fp32, int8-dynamic, bf16, fp16) is part of it; the memory layout is
-        not, since channels_last keeps fp32 arithmetic (checked to agree within 1e-5 when
-        chosen), like the thread count or batch size, which are not part of it either.
+        The arithmetic (fp32, int8-dynamic, bf16, fp16) is part of it; the memory layout and
+        folded batch norms are not, since those paths keep fp32 arithmetic (checked to agree
+        within 1e-5 when chosen), like the thread count or batch size, which are not part of
+        it either.
         """
         numerics = "fp16" if self.dtype == torch.float16 else self.path.numerics
         return f"{self.encoder_id}|pre={self.preprocess_id}|{numerics}"

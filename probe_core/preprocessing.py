@@ -77,9 +77,11 @@ _FUSION_CHECKED: dict[str, bool] = {}
 
 
 def _horizontal_pass_first(size_in: tuple[int, int], size_out: tuple[int, int]) -> bool:
-    """Whether Pillow resamples rows before columns: always before Pillow 12; since, unless
-    the height shrinks by more than twice as many pixels as the width (``ImagingResampleInner``).
-    The order decides where the 8-bit intermediate is rounded, so a fused crop must keep it."""
+    """Whether Pillow resamples rows before columns: older versions always do; Pillow 13's
+    ``ImagingResampleInner`` does unless the height shrinks by more than twice as many pixels
+    as the width. The order decides where the 8-bit intermediate is rounded, so a fused crop
+    is used only where both resizes go rows first (and ``_fusion_checks_out`` tests this
+    Pillow at construction)."""
     (width_in, height_in), (width_out, height_out) = size_in, size_out
     shrink = height_in - height_out
     return not (shrink > 0 and shrink > (width_in - width_out) * 2)
