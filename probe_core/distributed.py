@@ -5,8 +5,9 @@
 
 * ``local``: ``extract_embeddings`` in this process (DataLoader workers decode);
 * ``ray``: Ray Data reads the files (``read_binary_files``), hashes, decodes and preprocesses
-  them in ``map_batches`` tasks, and an actor pool of encoder replicas embeds them (one actor
-  per GPU when the cluster has GPUs, CPU actors otherwise).
+  them in ``map_batches`` tasks (to uint8 pixels where the preprocessing splits, as locally:
+  ``SplitPreprocess``), and an actor pool of encoder replicas scales, normalises and embeds
+  them (one actor per GPU when the cluster has GPUs, CPU actors otherwise).
 
 Both engines use the embedding cache alike: the sha256 of every file comes first, cached
 vectors (keys: ``encoder.cache_key`` + digest) are looked up before anything is embedded, and
@@ -48,6 +49,7 @@ from .embed import extract_embeddings as local_extract_embeddings
 from .embeddings_io import CACHE_KEY_KEY, embeddings_metadata, parquet_metadata, write_parquet
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .images import ImageLoadError, load_image
+from .preprocessing import SplitPreprocess
 
 ENGINES = ("local", "ray")
 RAY_INSTALL_HINT = 'pip install "probe-studio[ray]"'
@@ -354,13 +356,21 @@ def _ray_digests(ray: ModuleType, items: Sequence[ImageItem]) -> list[bytes | st
 
 
 def decode_and_preprocess(
-    data: bytes, identity: ReplicaIdentity, shape: tuple[int, ...]
+    data: bytes,
+    identity: ReplicaIdentity,
+    shape: tuple[int, ...],
+    split: SplitPreprocess | None = None,
 ) -> tuple[np.ndarray | None, str]:
-    """The preprocessed image as float32, or None and the reason (the reasons of the local
-    pipeline's decoding workers)."""
+    """The image as the model's input before batching: with ``split`` (the encoder's
+    ``SplitPreprocess``) its uint8 pixels, which the actor scales and normalises a batch at a
+    time; otherwise the preprocessed image as float32. Or None and the reason (the reasons of
+    the local pipeline's decoding workers)."""
     try:
         image = load_image(data, draft_min_side=identity.draft_side)
-        array = np.asarray(identity.preprocess(image), dtype=np.float32)
+        if split is not None:
+            array = split.pixels(image)
+        else:
+            array = np.asarray(identity.preprocess(image), dtype=np.float32)
     except ImageLoadError as error:
         return None, str(error)
     except OSError as error:
@@ -375,13 +385,16 @@ def decode_and_preprocess(
 def _decode_batch(
     batch: dict[str, np.ndarray], identity: ReplicaIdentity, shape: tuple[int, ...]
 ) -> dict:
-    """Decode + preprocess every row; a row that fails keeps zeros and carries its reason."""
-    pixels = np.zeros((len(batch["position"]), *shape), dtype=np.float32)
+    """Decode + preprocess every row (to uint8 pixels where the preprocessing splits); a row
+    that fails keeps zeros and carries its reason."""
+    split = SplitPreprocess.from_pil(identity.preprocess)
+    dtype = np.uint8 if split is not None else np.float32
+    pixels = np.zeros((len(batch["position"]), *shape), dtype=dtype)
     reasons = []
     for row, (data, error) in enumerate(zip(batch["bytes"], batch["error"], strict=True)):
         reason = str(error)
         if not reason:
-            array, reason = decode_and_preprocess(bytes(data), identity, shape)
+            array, reason = decode_and_preprocess(bytes(data), identity, shape, split)
             if array is not None:
                 pixels[row] = array
         reasons.append(reason)
@@ -402,6 +415,7 @@ class EmbedActor:
             torch.set_num_threads(threads)
         self.encoder = load_encoder(encoder_name, device=device, precision=precision)
         self.encoder.model.eval()
+        self.split = self.encoder.split_preprocess
         if self.encoder.cache_key != cache_key:  # e.g. a node that chose another execution path
             raise RuntimeError(
                 f"this encoder replica has cache key {self.encoder.cache_key!r},"
@@ -412,15 +426,24 @@ class EmbedActor:
         usable = np.array([not reason for reason in batch["reason"]], dtype=bool)
         vectors = np.zeros((len(usable), self.encoder.dim), dtype=np.float32)
         if usable.any():
+            inputs = batch["pixels"][usable]
             with torch.inference_mode():
-                features = self.encoder.encode(torch.from_numpy(batch["pixels"][usable]))
+                if inputs.dtype == np.uint8:  # pixels: scaled and normalised here, at once
+                    encoder = self.encoder
+                    tensors = self.split.batch(inputs, encoder.device, encoder.path.channels_last)
+                else:
+                    tensors = torch.from_numpy(inputs)
+                features = self.encoder.encode(tensors)
                 features = features / features.norm(dim=-1, keepdim=True)
             vectors[usable] = features.cpu().numpy()
         return {"position": batch["position"], "vector": vectors, "reason": batch["reason"]}
 
 
-def _preprocessed_shape(preprocess: Callable[[Image.Image], torch.Tensor]) -> tuple[int, ...]:
-    return tuple(np.asarray(preprocess(Image.new("RGB", (64, 64)))).shape)
+def _input_shape(preprocess: Callable[[Image.Image], torch.Tensor]) -> tuple[int, ...]:
+    """The shape of one image as ``_decode_batch`` hands it on: pixels or preprocessed."""
+    split = SplitPreprocess.from_pil(preprocess)
+    image = Image.new("RGB", (64, 64))
+    return tuple(np.asarray(split.pixels(image) if split else preprocess(image)).shape)
 
 
 def _embed_on_actors(
@@ -436,7 +459,7 @@ def _embed_on_actors(
         _read_items(ray, items)
         .map_batches(
             _decode_batch,
-            fn_kwargs={"identity": identity, "shape": _preprocessed_shape(identity.preprocess)},
+            fn_kwargs={"identity": identity, "shape": _input_shape(identity.preprocess)},
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=TASK_CPUS,

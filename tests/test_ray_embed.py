@@ -35,6 +35,7 @@ from probe_core.distributed import (
 )
 from probe_core.embed import extract_embeddings
 from probe_core.embeddings_io import read_embeddings
+from probe_core.encoders import load_encoder
 from tests.conftest import DEMO_DIR, write_image_folder
 from tests.corpus.build_corpus import Manifest, build_corpus
 
@@ -302,3 +303,30 @@ def test_run_on_the_ray_output_reproduces_the_image_run(ray_cluster, tmp_path):
     }
     assert len(predicted["vec"]) == len(predicted["img"]) == 144
     assert (predicted["vec"] == predicted["img"].reindex(predicted["vec"].index)).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "pixel_dtype"),
+    [("bundled:efficientnet-lite0", np.uint8), ("baseline:color-histogram", np.float32)],
+)
+def test_decoding_tasks_hand_the_actors_pixels_where_the_preprocessing_splits(
+    name, pixel_dtype, encoder, tmp_path
+):
+    """Decoding tasks send uint8 pixels (a quarter of float32's bytes) when the transform
+    splits, and the actor scales and normalises them: the local pipeline's embeddings."""
+    model = encoder if name.startswith("bundled") else load_encoder(name, device="cpu")
+    folder = write_image_folder(tmp_path / "images", {"a": 3, "b": 3})
+    dataset = scan_folder(folder)
+    identity = distributed.ReplicaIdentity.of(model)
+    rows = {
+        "position": np.arange(len(dataset)),
+        "bytes": np.array([item.read_bytes() for item in dataset.items], dtype=object),
+        "error": np.array([""] * len(dataset), dtype=object),
+    }
+    shape = distributed._input_shape(identity.preprocess)
+    decoded = distributed._decode_batch(rows, identity, shape)
+    assert decoded["pixels"].dtype == pixel_dtype
+    actor = distributed.EmbedActor(name, "cpu", identity.precision, identity.cache_key)
+    vectors = actor(decoded)["vector"]
+    local = extract_embeddings(dataset, model, batch_size=len(dataset), num_workers=0)
+    np.testing.assert_allclose(vectors, local.vectors, atol=1e-6)
