@@ -30,6 +30,7 @@ On CUDA the model runs in fp16 as before; ``precision="fp32"`` always gives the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 from torchvision import transforms
+
+from .preprocessing import RGB_STEPS, step_name
 
 MIN_COSINE = 0.999
 EXACT_TOLERANCE = 1e-5  # max |difference| of unit-norm embeddings for fp32-arithmetic paths
@@ -310,8 +313,6 @@ def fold_batch_norms(model: nn.Module, pairs: list[tuple[str, str]]) -> nn.Modul
     """A copy of ``model`` with each batch norm of ``pairs`` folded into its convolution:
     ``w * s`` and ``(b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``, computed
     in float64; the batch norm becomes what follows it (nothing, or timm's drop and act)."""
-    import copy
-
     folded = copy.deepcopy(model)
     modules = dict(folded.named_modules())
     for conv_name, norm_name in pairs:
@@ -588,7 +589,6 @@ def select_path(
 # ----------------------------------------------------------------------- JPEG draft decoding
 
 DRAFT_MARGIN = 2  # draft-decoded JPEGs keep at least twice the side the preprocessing resizes to
-RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")
 
 
 def draft_min_side(preprocess: Callable) -> int | None:
@@ -610,50 +610,3 @@ def draft_min_side(preprocess: Callable) -> int | None:
             return DRAFT_MARGIN * max(int(side) for side in sides) if sides else None
         return None
     return None
-
-
-def step_name(step: object) -> str:
-    return getattr(step, "__name__", None) or type(step).__name__
-
-
-# ----------------------------------------------------------------------- tensor preprocessing
-
-
-class TensorPreprocess:
-    """The encoder's PIL preprocessing replayed on decoded uint8 CHW tensors (e.g. on the GPU).
-
-    Built from a torchvision ``Compose`` of Resize / CenterCrop / (Maybe)ToTensor /
-    Normalize and RGB conversions; ``from_pil`` returns None for anything else.
-    """
-
-    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], description: str):
-        self.steps = steps
-        self.description = description
-
-    @classmethod
-    def from_pil(cls, preprocess: Callable) -> TensorPreprocess | None:
-        steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        scaled = False
-        for step in getattr(preprocess, "transforms", None) or [None]:
-            name = step_name(step)
-            if name in RGB_STEPS:
-                continue
-            if isinstance(step, (transforms.Resize, transforms.CenterCrop)) and not scaled:
-                steps.append(step)
-            elif name in ("ToTensor", "MaybeToTensor") and not scaled:
-                steps.append(_to_unit_float)
-                scaled = True
-            elif isinstance(step, transforms.Normalize) and scaled:
-                steps.append(step)
-            else:
-                return None
-        return cls(steps, repr(preprocess)) if scaled else None
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
-            image = step(image)
-        return image
-
-
-def _to_unit_float(image: torch.Tensor) -> torch.Tensor:
-    return image.to(torch.float32) / 255.0

@@ -35,11 +35,10 @@ from .acceleration import (
     ExecutionPath,
     PathChoice,
     PrecisionError,
-    TensorPreprocess,
     draft_min_side,
     select_path,
 )
-from .preprocessing import SplitPreprocess
+from .preprocessing import SplitPreprocess, TensorPreprocess
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"
 

@@ -25,8 +25,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional
 
-from .acceleration import RGB_STEPS, step_name
-
+RGB_STEPS = ("ToRGB", "MaybeConvertMode", "_convert_to_rgb")
 _TO_TENSOR = ("ToTensor", "MaybeToTensor")
 # Pillow filters whose weights come from libImaging/Resample.c's precompute_coeffs (NEAREST
 # takes another path).
@@ -37,6 +36,32 @@ _CONVOLUTION_FILTERS = {
     Image.Resampling.BICUBIC,
     Image.Resampling.LANCZOS,
 }
+
+
+def step_name(step: object) -> str:
+    return getattr(step, "__name__", None) or type(step).__name__
+
+
+def compose_steps(preprocess: Callable) -> tuple[list, list[transforms.Normalize]] | None:
+    """The ``Resize``/``CenterCrop`` steps before ``ToTensor`` and the ``Normalize`` steps
+    after it, of a torchvision ``Compose`` of those and RGB conversions (before ``ToTensor``,
+    where images are RGB already); None for any other pipeline."""
+    geometry: list = []
+    normalizes: list[transforms.Normalize] = []
+    scaled = False
+    for step in getattr(preprocess, "transforms", None) or [None]:
+        name = step_name(step)
+        if name in RGB_STEPS and not scaled:
+            continue  # images come decoded to RGB (images.load_image)
+        if isinstance(step, (transforms.Resize, transforms.CenterCrop)) and not scaled:
+            geometry.append(step)
+        elif name in _TO_TENSOR and not scaled:
+            scaled = True
+        elif isinstance(step, transforms.Normalize) and scaled:
+            normalizes.append(step)
+        else:
+            return None
+    return (geometry, normalizes) if scaled else None
 
 
 @lru_cache(maxsize=4096)
@@ -114,24 +139,13 @@ class SplitPreprocess:
 
     @classmethod
     def from_pil(cls, preprocess: Callable) -> SplitPreprocess | None:
-        """The split of a torchvision ``Compose``, or None when it has any other step."""
-        geometry: list[Callable] = []
-        normalize = None
-        scaled = False
-        for step in getattr(preprocess, "transforms", None) or [None]:
-            name = step_name(step)
-            if name in RGB_STEPS and not scaled:
-                continue  # images come decoded to RGB (images.load_image)
-            if isinstance(step, (transforms.Resize, transforms.CenterCrop)) and not scaled:
-                geometry.append(step)
-            elif name in _TO_TENSOR and not scaled:
-                scaled = True
-            elif isinstance(step, transforms.Normalize) and scaled and normalize is None:
-                normalize = step
-            else:
-                return None
-        if not scaled:
+        """The split of a torchvision ``Compose`` (``compose_steps``, at most one
+        ``Normalize``), or None when it has any other step."""
+        steps = compose_steps(preprocess)
+        if steps is None or len(steps[1]) > 1:
             return None
+        geometry, normalizes = steps
+        normalize = normalizes[0] if normalizes else None
         ends_in_crop = geometry and isinstance(geometry[-1], transforms.CenterCrop)
         return cls(geometry, geometry.pop() if ends_in_crop else None, normalize)
 
@@ -219,3 +233,32 @@ class SplitPreprocess:
             return scaled
         # in place on the fresh tensor: the step's own arithmetic, without its copy
         return functional.normalize(scaled, self.normalize.mean, self.normalize.std, inplace=True)
+
+
+class TensorPreprocess:
+    """The encoder's PIL preprocessing replayed on decoded uint8 CHW tensors (e.g. on the GPU).
+
+    Built from a torchvision ``Compose`` of Resize / CenterCrop / (Maybe)ToTensor /
+    Normalize and RGB conversions (``compose_steps``); ``from_pil`` returns None otherwise.
+    """
+
+    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], description: str):
+        self.steps = steps
+        self.description = description
+
+    @classmethod
+    def from_pil(cls, preprocess: Callable) -> TensorPreprocess | None:
+        steps = compose_steps(preprocess)
+        if steps is None:
+            return None
+        geometry, normalizes = steps
+        return cls([*geometry, _to_unit_float, *normalizes], repr(preprocess))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            image = step(image)
+        return image
+
+
+def _to_unit_float(image: torch.Tensor) -> torch.Tensor:
+    return image.to(torch.float32) / 255.0

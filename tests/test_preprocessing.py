@@ -12,9 +12,9 @@ from torchvision import transforms
 
 from probe_core.dataset import scan_folder
 from probe_core.embed import extract_embeddings
-from probe_core.encoders import load_encoder
+from probe_core.encoders import ToRGB, load_encoder
 from probe_core.images import load_image
-from probe_core.preprocessing import SplitPreprocess
+from probe_core.preprocessing import SplitPreprocess, TensorPreprocess
 from tests.conftest import pattern_image
 
 
@@ -163,3 +163,19 @@ def test_a_pillow_whose_fused_crop_differs_is_not_trusted(monkeypatch):
     assert split.resize is None
     image = pattern_image(3, 3)
     assert torch.equal(split.batch([split.pixels(image)])[0], preprocess(image))
+
+
+def test_tensor_replay_and_split_read_the_same_steps_but_split_takes_one_normalize():
+    normalize = transforms.Normalize((0.5,) * 3, (0.25,) * 3)
+    steps = [transforms.Resize(40), transforms.CenterCrop(32), transforms.ToTensor(), normalize]
+    one = transforms.Compose(steps)
+    image = pattern_image(1, 2)
+    replay = TensorPreprocess.from_pil(one)
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    # torch resizes uint8 tensors within one level of Pillow; normalising scales that by 1/std
+    torch.testing.assert_close(replay(pixels), one(image), atol=1 / 255 / 0.25 + 1e-5, rtol=0)
+    two = transforms.Compose([*steps, normalize])
+    assert TensorPreprocess.from_pil(two) is not None
+    assert SplitPreprocess.from_pil(two) is None
+    after = transforms.Compose([*steps, ToRGB()])  # an RGB step after ToTensor cannot run
+    assert TensorPreprocess.from_pil(after) is None and SplitPreprocess.from_pil(after) is None
