@@ -15,6 +15,7 @@ is a view, not a copy. The tensors are bit-identical to the per-image transform'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from functools import lru_cache
@@ -146,6 +147,8 @@ class SplitPreprocess:
             return None
         geometry, normalizes = steps
         normalize = normalizes[0] if normalizes else None
+        if normalize is not None and not torch.as_tensor(normalize.std, dtype=torch.float32).all():
+            return None  # a zero std: the step itself raises, image by image
         ends_in_crop = geometry and isinstance(geometry[-1], transforms.CenterCrop)
         return cls(geometry, geometry.pop() if ends_in_crop else None, normalize)
 
@@ -225,14 +228,32 @@ class SplitPreprocess:
         stacked = pixels
         if device is not None:
             stacked = stacked.to(device, non_blocking=True)
-        nchw = stacked.permute(0, 3, 1, 2)  # a channels-last view: no copy yet
         if not channels_last:
-            nchw = nchw.contiguous()
-        scaled = torch.div(nchw, 255)  # ToTensor's cast and division, in one pass
-        if self.normalize is None:
-            return scaled
-        # in place on the fresh tensor: the step's own arithmetic, without its copy
-        return functional.normalize(scaled, self.normalize.mean, self.normalize.std, inplace=True)
+            scaled = torch.div(stacked.permute(0, 3, 1, 2).contiguous(), 255)
+            if self.normalize is None:
+                return scaled
+            # in place on the fresh tensor: the step's own arithmetic, without its copy
+            mean, std = self.normalize.mean, self.normalize.std
+            return functional.normalize(scaled, mean, std, inplace=True)
+        scaled = torch.div(stacked, 255)  # ToTensor's cast and division, in one pass
+        if self.normalize is not None:
+            self._normalize_interleaved(scaled)
+        return scaled.permute(0, 3, 1, 2)  # a channels-last view of the NHWC tensor
+
+    def _normalize_interleaved(self, pixels: torch.Tensor) -> None:
+        """``Normalize``'s ``- mean`` then ``/ std`` in place on (n, height, width, 3) values.
+
+        The per-channel constants are tiled to a row of 16 pixels, so that the innermost loop
+        runs over 48 contiguous values rather than 3 (about 3x faster on a CPU); each value
+        gets the same two IEEE operations as in the step itself."""
+        channels = pixels.shape[-1]
+        pixels_per_row = math.gcd(pixels.numel() // channels, 16)
+        rows = pixels.view(-1, channels * pixels_per_row)
+        mean, std = (
+            torch.as_tensor(values, dtype=pixels.dtype, device=pixels.device).repeat(pixels_per_row)
+            for values in (self.normalize.mean, self.normalize.std)
+        )
+        rows.sub_(mean).div_(std)
 
 
 class TensorPreprocess:

@@ -43,6 +43,14 @@ PIPELINES = {
     "no crop, no normalisation": lambda _: transforms.Compose(
         [transforms.Resize((64, 80)), transforms.ToTensor()]
     ),
+    "odd-sized crop, per-channel normalisation": lambda _: transforms.Compose(
+        [
+            transforms.Resize((9, 11)),
+            transforms.CenterCrop((7, 5)),
+            transforms.ToTensor(),
+            transforms.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD),
+        ]
+    ),
 }
 
 
@@ -62,6 +70,22 @@ def test_batches_are_bit_identical_to_the_per_image_transform(encoder, name, cha
         assert torch.equal(batch, expected)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         assert batch.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("n_images", [1, 2, 3, 16])
+def test_any_batch_size_is_bit_identical_in_both_layouts(n_images):
+    preprocess = PIPELINES["odd-sized crop, per-channel normalisation"](None)
+    split = SplitPreprocess.from_pil(preprocess)
+    images = [pattern_image(index % 5, index) for index in range(n_images)]
+    expected = reference(preprocess, images)
+    for channels_last in (False, True):
+        batch = split.batch([split.pixels(image) for image in images], channels_last=channels_last)
+        assert torch.equal(batch, expected)
+
+
+def test_a_zero_std_is_not_split_so_the_transform_itself_refuses_it():
+    zero = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.0, 0.5))
+    assert SplitPreprocess.from_pil(transforms.Compose([transforms.ToTensor(), zero])) is None
 
 
 def test_pixels_are_uint8_rgb_even_for_other_modes(encoder):
