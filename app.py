@@ -1,5 +1,9 @@
 """Probe Studio: drop a folder of images, see how well a frozen encoder separates its classes."""
 
+from probe_core.openmp import let_idle_threads_sleep
+
+let_idle_threads_sleep()  # before the pages load torch and its OpenMP runtime
+
 import streamlit as st
 
 from pages import shared

@@ -33,6 +33,10 @@ bytes after the image data (decoders ignore them; the embedding is identical).
 
 from __future__ import annotations
 
+from probe_core.openmp import let_idle_threads_sleep
+
+let_idle_threads_sleep()  # as the CLI and the app do; GOMP_SPINCOUNT=300000 for the default
+
 import argparse
 import io
 import os
@@ -337,10 +341,10 @@ def spread(runs: list[float]) -> str:
 def machine_line(encoder: Encoder) -> str:
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    allocator = " ".join(
+    settings = " ".join(
         f"{name}={value}"
         for name, value in sorted(os.environ.items())
-        if name.startswith("MALLOC_") or name == "LD_PRELOAD"
+        if name.startswith(("MALLOC_", "GOMP_", "OMP_")) or name == "LD_PRELOAD"
     )
     gpu = ""
     if encoder.device.type == "cuda":
@@ -351,8 +355,7 @@ def machine_line(encoder: Encoder) -> str:
         f" load average {load},"
         f" python {platform.python_version()}, torch {torch.__version__},"
         f" device {encoder.device}{gpu}, torch threads {torch.get_num_threads()},"
-        f" numpy {np.__version__}, Pillow {PIL.__version__}"
-        + (f", {allocator}" if allocator else "")
+        f" numpy {np.__version__}, Pillow {PIL.__version__}" + (f", {settings}" if settings else "")
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .openmp import let_idle_threads_sleep
+
+let_idle_threads_sleep()  # before the imports below load torch and its OpenMP runtime
+
 import argparse
 import sys
 from dataclasses import asdict
