@@ -1,14 +1,18 @@
 """Batched, no-grad feature extraction: files -> L2-normalised float32 numpy rows.
 
 The protocol: encoder in eval mode under ``torch.inference_mode()``, images through
-the encoder's own preprocessing, decoded in DataLoader worker processes (or, on two cores
-or fewer, a prefetching thread) so that decoding overlaps compute, each batch normalised
-with ``f / f.norm(dim=-1, keepdim=True)``.
+the encoder's own preprocessing, decoded in DataLoader worker processes, each batch
+normalised with ``f / f.norm(dim=-1, keepdim=True)``.
 
 Keeping the model busy: the first batch is decoded in this process while the workers start;
 the workers run at a lower priority, so that on few cores they fill the gaps rather than
 stall the forward pass's threads; large JPEGs decode at a reduced size when the encoder allows
 it (``Encoder.draft_side``); on CUDA, JPEG files decode on the GPU in batches.
+
+On two cores or fewer there are no workers. A CPU encoder then takes turns with decoding:
+its forward pass keeps every core busy, so threads decode each batch on all cores while the
+model waits (``decoding_threads``). A GPU encoder instead overlaps: a thread decodes the
+next batch during the forward pass.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(done, total, images_per_second)`` after each batch."""
 
 CACHE_FLUSH_EVERY = 1024  # images; partial progress survives an interrupted run
+QUICK_READ_SECONDS = 1e-3  # per file, while hashing: a local disk or the page cache
 
 
 @dataclass
@@ -100,11 +105,32 @@ def default_batch_size(device: torch.device) -> int:
 
 def default_num_workers() -> int:
     """Decoding processes: none on two cores or fewer, where the forward pass already keeps
-    both busy and a worker process only competes with it (a prefetching thread decodes
-    instead: pipeline/forward 0.94 against 0.56 with one worker on the demo,
+    both busy and a worker process only competes with it (threads decode instead: see
+    ``decoding_threads``; one worker process measured pipeline/forward 0.56 on the demo,
     bench/extract.py); else one fewer than the cores, up to 8."""
     cores = os.cpu_count() or 2
     return 0 if cores <= 2 else min(8, cores - 1)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def decoding_threads(device: torch.device, split_preprocessing: bool) -> int:
+    """Without worker processes: how many threads decode each batch in turn with the model,
+    which waits meanwhile; 0 when one thread decodes the next batch during the forward pass.
+
+    In turn on a CPU encoder whose preprocessing splits (decoding then never calls into
+    torch): the forward pass keeps every core busy, so a thread decoding alongside only slows
+    it. Up to 4 threads, since the GIL limits the gain (two threads decode 1.4x faster than
+    one). Overlapped on a GPU, whose forward pass leaves the cores free.
+    """
+    if device.type != "cpu" or not split_preprocessing:
+        return 0
+    return min(4, usable_cores())
 
 
 class _Decoded(NamedTuple):
@@ -258,17 +284,31 @@ class _DeviceJpegDecoder:
             return _reason_for(error)
 
 
+def _digest(item: ImageItem) -> bytes | str:
+    try:
+        return content_digest(item.read_bytes())
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+
+
 def _digests(items: Sequence[ImageItem]) -> list[bytes | str]:
-    """sha256 of each item's bytes, or the reason it cannot be read."""
+    """sha256 of each item's bytes, or the reason it cannot be read, in order.
 
-    def one(item: ImageItem) -> bytes | str:
-        try:
-            return content_digest(item.read_bytes())
-        except OSError as error:
-            return f"cannot be read: {error.strerror or error}"
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(one, items))
+    Files are hashed here while reading them is quick (a local disk, the page cache: a thread
+    pool would only add its hand-offs); once reading turns slow (a network folder, a cold
+    disk), the rest are read by four threads at once.
+    """
+    digests: list[bytes | str] = []
+    started = time.perf_counter()
+    for item in items:
+        digests.append(_digest(item))
+        if time.perf_counter() - started > QUICK_READ_SECONDS * len(digests):
+            break
+    rest = items[len(digests) :]
+    if rest:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            digests.extend(pool.map(_digest, rest))
+    return digests
 
 
 def _jpeg_decode_device(encoder: Encoder) -> torch.device | None:
@@ -303,13 +343,41 @@ def _prefetched(dataset: _DecodingDataset, batch_size: int) -> Iterator[_Batch]:
             yield batch
 
 
+def _decoded_in_turn(dataset: _DecodingDataset, batch_size: int, threads: int) -> Iterator[_Batch]:
+    """Collated batches in order, each decoded when asked for: this thread and ``threads - 1``
+    others each decode a contiguous share of it, while the caller's model waits."""
+
+    def decode(indices: range) -> list[_Decoded]:
+        return [dataset[i] for i in indices]
+
+    with ThreadPoolExecutor(max_workers=max(1, threads - 1)) as pool:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(start + batch_size, len(dataset))
+            share = -(-(stop - start) // threads)
+            first, *others = [range(i, min(i + share, stop)) for i in range(start, stop, share)]
+            pending = [pool.submit(decode, indices) for indices in others]
+            decoded = decode(first)
+            for part in pending:
+                decoded.extend(part.result())
+            yield _collate(decoded)
+
+
 def _batches(
-    dataset: _DecodingDataset, batch_size: int, num_workers: int, pin_memory: bool
+    dataset: _DecodingDataset,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    threads_in_turn: int = 0,
 ) -> Iterator[_Batch]:
     """Collated batches in order. With workers, the first batch is decoded here while the
-    workers start on the rest, so that the model does not wait for the workers to start."""
+    workers start on the rest, so that the model does not wait for the workers to start.
+    Without, ``threads_in_turn`` threads decode each batch when it is asked for, or (0) a
+    thread decodes the next batch while the caller works on this one."""
     if num_workers == 0 or len(dataset) <= batch_size:
-        yield from _prefetched(dataset, batch_size)
+        if threads_in_turn:
+            yield from _decoded_in_turn(dataset, batch_size, threads_in_turn)
+        else:
+            yield from _prefetched(dataset, batch_size)
         return
     rest = DataLoader(
         Subset(dataset, range(batch_size, len(dataset))),
@@ -373,12 +441,14 @@ def encode_items(
     )
     device_decoder = None if jpeg_device is None else _DeviceJpegDecoder(encoder, jpeg_device)
     pin_memory = encoder.device.type == "cuda"
+    threads_in_turn = decoding_threads(encoder.device, split is not None)
     vectors: dict[int, np.ndarray] = {}
     failures: dict[int, str] = {}
     done, started = 0, time.perf_counter()
     encoder.model.eval()
     with torch.inference_mode():
-        for batch in _batches(dataset, batch_size, num_workers, pin_memory=pin_memory):
+        batches = _batches(dataset, batch_size, num_workers, pin_memory, threads_in_turn)
+        for batch in batches:
             if split is not None and batch.tensors is not None:  # uint8 pixels
                 model_input = split.batch(batch.tensors, encoder.device, encoder.path.channels_last)
                 batch = batch._replace(tensors=model_input)

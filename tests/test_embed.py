@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
-from probe_core.cache import EmbeddingCache
-from probe_core.dataset import scan_folder
+from probe_core import embed
+from probe_core.cache import EmbeddingCache, content_digest
+from probe_core.dataset import ImageItem, scan_folder
 from probe_core.embed import extract_embeddings
+from tests import badfiles
 from tests.conftest import pattern_image, write_image_folder
 
 
@@ -44,6 +49,64 @@ def test_a_prefetching_thread_or_loader_workers_give_identical_embeddings(encode
     np.testing.assert_array_equal(one.vectors, two.vectors)
     np.testing.assert_array_equal(thread.vectors, one.vectors)
     assert thread.paths == one.paths == two.paths
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_decoding_in_turn_on_any_number_of_threads_keeps_order_failures_and_values(
+    encoder, image_folder, threads, monkeypatch
+):
+    badfiles.write_corrupt_jpeg(image_folder / "red" / "broken.jpg")
+    badfiles.write_truncated_png(image_folder / "blue" / "cut.png")
+    dataset = scan_folder(image_folder)
+    monkeypatch.setattr(embed, "decoding_threads", lambda device, split: 0)
+    overlapped = extract_embeddings(dataset, encoder, batch_size=5, num_workers=0)
+    monkeypatch.setattr(embed, "decoding_threads", lambda device, split: threads)
+    in_turn = extract_embeddings(dataset, encoder, batch_size=5, num_workers=0)
+    assert len(in_turn.skipped) == 2
+    assert in_turn.skipped == overlapped.skipped
+    assert in_turn.paths == overlapped.paths
+    np.testing.assert_array_equal(in_turn.vectors, overlapped.vectors)
+
+
+def test_a_cpu_encoder_decodes_in_turn_and_a_gpu_encoder_overlaps():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert 1 <= embed.decoding_threads(cpu, split_preprocessing=True) <= 4
+    assert embed.decoding_threads(cuda, split_preprocessing=True) == 0
+    assert embed.decoding_threads(torch.device("mps"), split_preprocessing=True) == 0
+    # A transform that does not split would call into torch from the decoding threads.
+    assert embed.decoding_threads(cpu, split_preprocessing=False) == 0
+
+
+class _SlowFile:
+    """A file whose every read takes a while, and which records the threads reading it."""
+
+    def __init__(self, content: bytes, seconds: float, readers: set[int]):
+        self.content, self.seconds, self.readers = content, seconds, readers
+
+    def read_bytes(self) -> bytes:
+        self.readers.add(threading.get_ident())
+        time.sleep(self.seconds)
+        return self.content
+
+
+def test_quick_files_are_hashed_in_the_calling_thread():
+    readers: set[int] = set()
+    items = [ImageItem(f"{i}.png", _SlowFile(bytes([i]), 0.0, readers), label=0) for i in range(50)]
+    assert embed._digests(items) == [content_digest(bytes([i])) for i in range(50)]
+    assert readers == {threading.get_ident()}
+
+
+def test_slow_files_are_read_by_several_threads_in_order_with_their_failures(tmp_path):
+    readers: set[int] = set()
+    items = [
+        ImageItem(f"{i}.png", _SlowFile(bytes([i]), 0.005, readers), label=0) for i in range(12)
+    ]
+    items.insert(5, ImageItem("gone.png", tmp_path / "gone.png", label=0))
+    digests = embed._digests(items)
+    assert digests[5].startswith("cannot be read: ")
+    del digests[5]
+    assert digests == [content_digest(bytes([i])) for i in range(12)]
+    assert len(readers) > 1
 
 
 def test_progress_reports_done_total_and_rate(encoder, image_folder):
