@@ -63,6 +63,7 @@ from probe_core.embed import (
     default_batch_size,
     default_num_workers,
     extract_embeddings,
+    usable_cores,
 )
 from probe_core.encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from probe_core.evaluation.protocols import run_probe
@@ -340,7 +341,7 @@ def spread(runs: list[float]) -> str:
 
 def machine_line(encoder: Encoder) -> str:
     cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    usable = usable_cores()
     settings = " ".join(
         f"{name}={value}"
         for name, value in sorted(os.environ.items())

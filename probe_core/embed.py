@@ -103,20 +103,20 @@ def default_batch_size(device: torch.device) -> int:
     return DEFAULT_BATCH_SIZES.get(device.type, 16)
 
 
-def default_num_workers() -> int:
-    """Decoding processes: none on two cores or fewer, where the forward pass already keeps
-    both busy and a worker process only competes with it (threads decode instead: see
-    ``decoding_threads``; one worker process measured pipeline/forward 0.56 on the demo,
-    bench/extract.py); else one fewer than the cores, up to 8."""
-    cores = os.cpu_count() or 2
-    return 0 if cores <= 2 else min(8, cores - 1)
-
-
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """Decoding processes: none on two usable cores or fewer, where the forward pass already
+    keeps both busy and a worker process only competes with it (threads decode instead: see
+    ``decoding_threads``; one worker process measured pipeline/forward 0.56 on the demo,
+    bench/extract.py); else one fewer than the cores, up to 8."""
+    cores = usable_cores()
+    return 0 if cores <= 2 else min(8, cores - 1)
 
 
 def decoding_threads(device: torch.device, split_preprocessing: bool) -> int:

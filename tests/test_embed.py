@@ -77,6 +77,15 @@ def test_a_cpu_encoder_decodes_in_turn_and_a_gpu_encoder_overlaps():
     assert embed.decoding_threads(cpu, split_preprocessing=False) == 0
 
 
+@pytest.mark.parametrize("usable, workers", [(1, 0), (2, 0), (3, 2), (8, 7), (64, 8)])
+def test_worker_processes_follow_the_cores_this_process_may_use(monkeypatch, usable, workers):
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 64)
+    affinity = set(range(usable))
+    monkeypatch.setattr(embed.os, "sched_getaffinity", lambda pid: affinity, raising=False)
+    assert embed.default_num_workers() == workers
+    assert embed.decoding_threads(torch.device("cpu"), split_preprocessing=True) == min(4, usable)
+
+
 class _SlowFile:
     """A file whose every read takes a while, and which records the threads reading it."""
 
