@@ -85,7 +85,10 @@ def test_any_batch_size_is_bit_identical_in_both_layouts(n_images):
 
 def test_a_zero_std_is_not_split_so_the_transform_itself_refuses_it():
     zero = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.0, 0.5))
-    assert SplitPreprocess.from_pil(transforms.Compose([transforms.ToTensor(), zero])) is None
+    transform = transforms.Compose([transforms.ToTensor(), zero])
+    assert SplitPreprocess.from_pil(transform) is None
+    with pytest.raises(ValueError, match="std"):
+        transform(pattern_image(0, 0))
 
 
 def test_pixels_are_uint8_rgb_even_for_other_modes(encoder):
