@@ -6,8 +6,8 @@ let_idle_threads_sleep()  # before the pages load torch and its OpenMP runtime
 
 import streamlit as st
 
-from pages import shared
 from probe_core.allocator import keep_freed_memory_for_reuse
+from studio import shared
 
 keep_freed_memory_for_reuse()
 
@@ -16,11 +16,13 @@ shared.warm_up_maps()  # UMAP's compiled code loads in the background, once per 
 
 navigation = st.navigation(
     [
-        st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
-        st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
-        st.Page("pages/predict_export.py", title="Predict & export", icon=":material/download:"),
+        st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+        st.Page("app_pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("app_pages/map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page(
+            "app_pages/predict_export.py", title="Predict & export", icon=":material/download:"
+        ),
     ]
 )
 navigation.run()

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PROBE_STUDIO_SERVER_ROOTS"] = str(base)
         from streamlit.testing.v1 import AppTest
 
-        from pages import shared
+        from studio import shared
 
         rows: list[tuple[str, float, float]] = []
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             f"    protocol {result.protocol.name}, {len(result.evaluated):,} images scored,"
             f" accuracy {result.metrics.accuracy.value:.3f}, C = {result.chosen_c:.3g}"
         )
-        stage("Map page (PCA 50 -> UMAP, 2-D)", lambda: at.switch_page("pages/map.py").run())
+        stage("Map page (PCA 50 -> UMAP, 2-D)", lambda: at.switch_page("app_pages/map.py").run())
         spec = next(c for c in at.get("plotly_chart") if c.key == "map").proto.spec
         traces = json.loads(spec)["data"]
         points = sum(trace_length(trace["x"]) for trace in traces)

@@ -61,7 +61,7 @@ print(json.dumps({"import_s": import_s, "first_s": first_s, "second_s": second_s
 APP = """
 import json, time
 from streamlit.testing.v1 import AppTest
-from pages import shared
+from studio import shared
 at = AppTest.from_file("app.py", default_timeout=600)
 started = time.perf_counter()
 at.run()
@@ -70,7 +70,7 @@ button.click().run()
 results_at = time.perf_counter()
 assert not at.exception, [e.value for e in at.exception]
 jobs = list(shared._map_jobs.values())
-at.switch_page("pages/map.py").run()
+at.switch_page("app_pages/map.py").run()
 map_ready_at = time.perf_counter()
 assert not at.exception, [e.value for e in at.exception]
 for job in jobs:

@@ -22,18 +22,18 @@ from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from pages import shared
 from probe_core.export import read_probe_file
 from probe_core.roots import ROOTS_ENV
+from studio import shared
 from tests import badfiles
 from tests.conftest import DEMO_DIR, pattern_image, write_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # seconds per script run: the first one loads the encoder, UMAP compiles numba
 
-RESULTS = "pages/results.py"
-MAP = "pages/map.py"
-PREDICT = "pages/predict_export.py"
+RESULTS = "app_pages/results.py"
+MAP = "app_pages/map.py"
+PREDICT = "app_pages/predict_export.py"
 
 DEMO_CLASSES = [
     "animals_nature",
@@ -596,7 +596,7 @@ def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
     warning = " ".join(values(at.warning))
     assert "red/broken.jpg" in warning and "green/notes.jpg" in warning
 
-    open_page(at, "pages/data.py")  # the preview lists every skipped file once known
+    open_page(at, "app_pages/data.py")  # the preview lists every skipped file once known
     assert metrics(at)["Skipped files"] == "3"
     assert [e.label for e in at.expander] == ["Skipped files (3)"]
     table = at.expander[0].dataframe[0].value

@@ -33,7 +33,7 @@ from tests.test_app import (
     values,
 )
 
-COMPARE = "pages/compare.py"
+COMPARE = "app_pages/compare.py"
 BUNDLED = "bundled:efficientnet-lite0"
 PIXELS = "baseline:pixels"
 

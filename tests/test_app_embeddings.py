@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pages import shared
 from probe_core.dataset import scan_folder
 from probe_core.embed import extract_embeddings
 from probe_core.embeddings_io import embeddings_metadata, read_embeddings, write_parquet
 from probe_core.export import embeddings_table
 from probe_core.roots import ROOTS_ENV
 from probe_core.study import Study
+from studio import shared
 from tests.conftest import write_image_folder
 from tests.test_app import (
     app_env,  # noqa: F401  (the module fixture: private caches, no operator roots)
@@ -88,7 +88,7 @@ def test_a_server_embeddings_file_is_probed_and_mapped_with_thumbnails(embedded_
     thumbs = shared.thumbnails_for(study(at), [0, 17])
     assert set(thumbs) == {0, 17} and all(uri.startswith("data:image") for uri in thumbs.values())
 
-    open_page(at, "pages/map.py")
+    open_page(at, "app_pages/map.py")
     assert len(chart(at, "map")["data"]) >= 3  # one trace per class
     assert any("Hover a point for its thumbnail" in c for c in values(at.caption))
 
@@ -106,9 +106,9 @@ def test_uploaded_embeddings_whose_images_are_elsewhere_say_why_there_are_no_thu
 
     run_probe(at)
     assert study(at).result.metrics.accuracy.value > 0.5
-    open_page(at, "pages/map.py")
+    open_page(at, "app_pages/map.py")
     assert any(c.startswith("No thumbnails:") for c in values(at.caption))
-    open_page(at, "pages/predict_export.py")
+    open_page(at, "app_pages/predict_export.py")
     assert not at.error
 
 
@@ -154,7 +154,7 @@ def test_the_compare_page_compares_the_opened_embeddings_with_another_file(tmp_p
     second.write_bytes(parquet_bytes(noisy))
 
     at = open_server_path(new_app(), first)
-    open_page(at, "pages/compare.py")
+    open_page(at, "app_pages/compare.py")
     at.text_area[0].set_value(str(second))
     button(at, "Compare").click().run()
     assert_ok(at)
@@ -174,7 +174,7 @@ def test_the_compare_page_refuses_a_malformed_extra_file(tmp_path, monkeypatch):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
     at = open_server_path(new_app(), good)
-    open_page(at, "pages/compare.py")
+    open_page(at, "app_pages/compare.py")
     at.text_area[0].set_value(str(bad))
     button(at, "Compare").click().run()
     assert_ok(at)
@@ -208,7 +208,7 @@ def test_the_compare_page_takes_several_uploaded_files_at_once(tmp_path, monkeyp
         others.append((f"other{seed}.parquet", parquet_bytes(frame), "application/octet-stream"))
 
     at = open_server_path(new_app(), first)
-    open_page(at, "pages/compare.py")
+    open_page(at, "app_pages/compare.py")
     at.file_uploader[0].set_value(others)
     button(at, "Compare").click().run()
     assert_ok(at)

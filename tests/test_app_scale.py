@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from bench.app_scale import trace_length
 from bench.folders import synthetic_embeddings_file
-from pages import shared
 from probe_core.roots import ROOTS_ENV
+from studio import shared
 from tests.test_app import REPO, assert_ok, button, metrics, study, values
 
 ROWS, DIM, CLASSES = 100_000, 512, 50
@@ -67,7 +67,7 @@ def test_the_file_opens_and_the_probe_scores_the_held_out_part(large_session):
 
 def test_the_map_draws_every_point_with_webgl_and_sends_no_thumbnails(large_session):
     at, _ = large_session
-    at.switch_page("pages/map.py").run()
+    at.switch_page("app_pages/map.py").run()
     assert_ok(at)
     (chart,) = [c for c in at.get("plotly_chart") if c.key == "map"]
     spec = chart.proto.spec
@@ -83,7 +83,7 @@ def test_the_map_draws_every_point_with_webgl_and_sends_no_thumbnails(large_sess
 
 def test_a_selection_returns_its_rows_and_a_hovered_point_gets_its_thumbnail(large_session):
     at, _ = large_session
-    at.switch_page("pages/map.py").run()
+    at.switch_page("app_pages/map.py").run()
     paths = study(at).embeddings.paths
     points = [
         {"point_index": i, "curve_number": 0, "customdata": [paths[i], i]}

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages import shared
 from probe_core.cli import main
 from probe_core.export import RUN_OUTPUTS
 from probe_core.roots import ROOTS_ENV
+from studio import shared
 from tests import badfiles
 from tests.corpus.build_corpus import KIND_NAMES, Manifest, build_corpus, build_empty_root
 from tests.test_app import assert_ok, button, new_app
@@ -131,18 +131,18 @@ def app_run(corpus, app_env):
     assert_ok(at)
     success = [t.value for t in at.title]  # Run probe goes straight to Results
     errors = [e.value for e in at.error]
-    at.switch_page("pages/data.py").run()  # the preview lists every skipped file, once known
+    at.switch_page("app_pages/data.py").run()  # the preview lists every skipped file, once known
     assert_ok(at)
     preview_warnings = [w.value for w in at.warning]
     tables = [e.dataframe[0].value for e in at.expander if e.label.startswith("Skipped files")]
     expanders = [e.label for e in at.expander]
-    at.switch_page("pages/results.py").run()
+    at.switch_page("app_pages/results.py").run()
     assert_ok(at)
     results_warnings = [w.value for w in at.warning]
     at.session_state["map_method"] = "pca"
-    at.switch_page("pages/map.py").run()
+    at.switch_page("app_pages/map.py").run()
     assert_ok(at)
-    at.switch_page("pages/predict_export.py").run()
+    at.switch_page("app_pages/predict_export.py").run()
     assert_ok(at)
     downloads = [d.label for d in at.get("download_button")]
     current = at.session_state["study"]

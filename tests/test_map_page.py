@@ -10,8 +10,8 @@ from concurrent.futures import wait
 import numpy as np
 import pytest
 
-from pages import shared
 from probe_core.evaluation.map_quality import map_quality
+from studio import shared
 from tests.test_app import (  # app_env: a private embedding cache for this module
     MAP,
     TIMEOUT,

@@ -7,7 +7,6 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 
-from pages import shared
 from probe_core.evaluation.duplicates import summary as duplicates_summary
 from probe_core.evaluation.intervals import CROSS_VALIDATION_CAVEAT, interval_help
 from probe_core.export import (
@@ -16,6 +15,7 @@ from probe_core.export import (
     result_label_issues_table,
 )
 from probe_core.figures import confusion_figure, sweep_figure
+from studio import shared
 
 
 def headline(current: shared.Session) -> None:

@@ -368,6 +368,6 @@ def require_results() -> Session | None:
         st.info("No results yet: choose images on the **Data** page and press **Run probe**.")
         if st.button("Run the bundled demo"):
             st.session_state.run_demo = True
-            st.switch_page("pages/data.py")
+            st.switch_page("app_pages/data.py")
         return None
     return current

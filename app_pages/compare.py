@@ -12,7 +12,6 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 
-from pages import shared
 from probe_core.embeddings_io import EmbeddingsFileError, read_for_comparison
 from probe_core.encoders import EncoderError, EncoderInfo
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
@@ -24,6 +23,7 @@ from probe_core.probe import ProbeError
 from probe_core.projection import Projection, project
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_path
 from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
+from studio import shared
 
 BASELINE = "baseline:pixels"
 MAP_KEY_PREFIX = "compare_map_"

@@ -8,7 +8,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages import shared
 from probe_core.encoders import EncoderError
 from probe_core.export import (
     ProbeFileError,
@@ -21,6 +20,7 @@ from probe_core.export import (
 from probe_core.predict import ProbeMismatchError, predict_images
 from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
+from studio import shared
 
 
 def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:

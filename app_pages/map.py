@@ -6,12 +6,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import shared
-from pages.components import hover_thumbnails
 from probe_core.embed import Embeddings
 from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
 from probe_core.figures import COLOR_BY, embedding_figure, map_frame
 from probe_core.projection import MapScore, Projection, score_map
+from studio import shared
+from studio.components import hover_thumbnails
 
 DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
 

@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import shared
-from pages.components import folder_drop_zone
 from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder
 from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
 from probe_core.encoders import EncoderError
@@ -25,6 +23,8 @@ from probe_core.roots import (
 )
 from probe_core.study import StudySettings
 from probe_core.thumbnails import thumbnail
+from studio import shared
+from studio.components import folder_drop_zone
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 
@@ -417,7 +417,7 @@ else:
     preview(current)
 if current.precomputed or current.dataset.items:
     if (settings_form(current) or run_demo_now) and run(current):
-        st.switch_page("pages/results.py")
+        st.switch_page("app_pages/results.py")
     elif current.result is not None:
         st.success(f"Results ready: accuracy {current.result.metrics.accuracy}.")
-        st.page_link("pages/results.py", label="See the results", icon=":material/monitoring:")
+        st.page_link("app_pages/results.py", label="See the results", icon=":material/monitoring:")
