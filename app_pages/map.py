@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from probe_core.embed import Embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
 from probe_core.figures import COLOR_BY, embedding_figure, map_frame
 from probe_core.projection import MapScore, Projection, score_map

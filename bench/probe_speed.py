@@ -48,7 +48,7 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_info
 
 from probe_core import probe as probe_module
-from probe_core.embed import Embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import run_probe
 from probe_core.probe import DEFAULT_TOL, LinearProbe
 from probe_core.torch_probe import TorchLogisticRegression

@@ -16,6 +16,7 @@ import numpy as np
 from .allocator import keep_freed_memory_for_reuse
 from .cache import EmbeddingCache
 from .dataset import ArchiveError
+from .devices import DeviceUnavailableError
 from .distributed import (
     ENGINES,
     EmbedSettings,
@@ -24,7 +25,7 @@ from .distributed import (
     scan_source,
     write_embed_outputs,
 )
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .embeddings_io import EmbeddingsFileError, read_embeddings, read_for_comparison
 from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders
 from .evaluation.comparison import comparison_table
@@ -578,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (
         EncoderError,
+        DeviceUnavailableError,
         ProbeError,
         ArchiveError,
         EmbeddingsFileError,

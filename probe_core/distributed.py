@@ -40,12 +40,12 @@ from .cache import EmbeddingCache, content_digest
 from .dataset import ImageDataset, ImageItem, ImageSource, SkippedItem, _build, _is_hidden, scan
 from .embed import (
     CACHE_FLUSH_EVERY,
-    Embeddings,
     ProgressCallback,
     default_batch_size,
     local_folder,
 )
 from .embed import extract_embeddings as local_extract_embeddings
+from .embeddings import Embeddings
 from .embeddings_io import CACHE_KEY_KEY, embeddings_metadata, parquet_metadata, write_parquet
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .images import ImageLoadError, load_image

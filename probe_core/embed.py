@@ -24,7 +24,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .cache import EmbeddingCache, content_digest
 from .dataset import ImageDataset, ImageItem, SkippedItem
+from .embeddings import Embeddings
 from .encoders import Encoder
 from .images import MAX_ASPECT_RATIO, ImageLoadError, load_image
 
@@ -44,43 +44,6 @@ ProgressCallback = Callable[[int, int, float], None]
 
 CACHE_FLUSH_EVERY = 1024  # images; partial progress survives an interrupted run
 QUICK_READ_SECONDS = 1e-3  # per file, while hashing: a local disk or the page cache
-
-
-@dataclass
-class Embeddings:
-    """Unit-norm embeddings in dataset order, with labels and what could not be used."""
-
-    vectors: np.ndarray
-    labels: np.ndarray
-    paths: list[str]
-    class_names: list[str]
-    encoder_id: str
-    skipped: list[SkippedItem] = field(default_factory=list)
-    n_computed: int = 0
-    n_from_cache: int = 0
-    seconds: float = 0.0
-    sha256: list[str] = field(default_factory=list)  # hex digest of each file's bytes
-    splits: list[str] = field(default_factory=list)  # "train"/"val"/"test" in a split layout
-    image_root: str = ""  # the local folder the relative paths start from ("" when none)
-
-    def __post_init__(self) -> None:
-        # Rows built without files (tests, other tools) get no digests and no split layout.
-        if not self.sha256:
-            self.sha256 = [""] * len(self.paths)
-        if not self.splits:
-            self.splits = [""] * len(self.paths)
-
-    @property
-    def has_splits(self) -> bool:
-        """Whether the images came in a dataset's own train/test folders."""
-        return any(self.splits)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
 
 
 # On CPUs, big batches are slower: glibc hands large activation buffers back to the

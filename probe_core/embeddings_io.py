@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset import SPLIT_FOLDERS
-from .embed import Embeddings
+from .embeddings import Embeddings
 
 REQUIRED_COLUMNS = ("path", "label", "vector")
 METADATA_PREFIX = "probe_studio."

@@ -38,6 +38,7 @@ from .acceleration import (
     draft_min_side,
     select_path,
 )
+from .devices import DeviceUnavailableError, pick_device
 from .preprocessing import SplitPreprocess, TensorPreprocess
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"
@@ -165,22 +166,6 @@ class EncoderInfo:
     description: str
     needs_download: bool
     weight_free: bool = False  # no trained weights: a baseline to beat, not a real encoder
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the requested device, checked."""
-    if requested and requested != "auto":
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise EncoderError(f"device {requested!r} requested but CUDA is not available")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise EncoderError(f"device {requested!r} requested but Apple MPS is not available")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 @cache
@@ -530,7 +515,10 @@ def load_encoder(
             f" e.g. '{DEFAULT_ENCODER}' or 'open_clip:ViT-B-32/laion2b_s34b_b79k'"
         )
     model, preprocess, dim, identity = ENCODER_FAMILIES[family](spec)
-    target = pick_device(device)
+    try:
+        target = pick_device(device)
+    except DeviceUnavailableError as error:
+        raise EncoderError(str(error)) from error
     model = model.to(target, torch.float32).eval()
     model.requires_grad_(False)
     encoder_id = f"{family}:{identity}"

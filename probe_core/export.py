@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .dataset import SkippedItem
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .embeddings_io import embeddings_metadata, write_parquet
 from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table

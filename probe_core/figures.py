@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .evaluation.metrics import Metrics
 from .evaluation.protocols import ProbeResult
 from .probe import SweepResult

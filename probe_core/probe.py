@@ -117,7 +117,7 @@ def resolve_solver(solver: str, device: str = "auto") -> str:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}")
     if solver != "auto":
         return solver
-    from .encoders import pick_device
+    from .devices import pick_device  # torch loads only when a device must be picked
 
     return "torch" if pick_device(device).type in ("cuda", "mps") else "sklearn"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import plotly.io as pio
 
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import ProbeResult
 from .export import result_duplicates_table

@@ -42,7 +42,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
 from .cache import STALE_TEMP_SECONDS, default_cache_dir
-from .embed import Embeddings
+from .embeddings import Embeddings
 from .evaluation.duplicates import DuplicateGroup, Duplicates
 from .evaluation.intervals import Estimate
 from .evaluation.label_issues import LabelIssue

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from .cache import EmbeddingCache
 from .dataset import ImageDataset, scan
-from .embed import Embeddings, encode_items, extract_embeddings
+from .embed import encode_items, extract_embeddings
+from .embeddings import Embeddings
 from .encoders import DEFAULT_ENCODER, Encoder, is_weight_free, load_encoder
 from .evaluation.comparison import (
     Comparison,

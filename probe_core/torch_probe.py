@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional
 
-from .encoders import pick_device
+from .devices import pick_device
 
 FULL_BATCH_MEMORY_SHARE = 0.5  # full batch only when X (float32) takes at most this share
 CPU_FULL_BATCH_BYTES = 8 * 2**30  # on the CPU, X is in memory already; past this, mini-batch

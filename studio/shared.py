@@ -15,14 +15,14 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
-from probe_core.embed import Embeddings
+from probe_core.devices import pick_device
+from probe_core.embeddings import Embeddings
 from probe_core.embeddings_io import PrecomputedEmbeddings
 from probe_core.encoders import (
     Encoder,
     EncoderInfo,
     list_encoders,
     load_encoder,
-    pick_device,
 )
 from probe_core.evaluation.protocols import ProbeResult
 from probe_core.image_lookup import ImageLookup

@@ -9,6 +9,7 @@ from PIL import Image
 from skimage import data
 
 from probe_core.dataset import scan_folder
+from probe_core.devices import DeviceUnavailableError, pick_device
 from probe_core.embed import extract_embeddings
 from probe_core.encoders import (
     DEFAULT_ENCODER,
@@ -17,7 +18,6 @@ from probe_core.encoders import (
     build_efficientnet_lite0_classifier,
     list_encoders,
     load_encoder,
-    pick_device,
 )
 
 IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -60,8 +60,10 @@ def test_device_is_chosen_automatically_and_cpu_means_float32():
     assert pick_device().type == expected
     assert pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(EncoderError, match="CUDA is not available"):
+        with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
             pick_device("cuda")
+        with pytest.raises(EncoderError, match="CUDA is not available"):
+            load_encoder("baseline:pixels", device="cuda")
 
 
 def test_open_clip_vit_b_32_builds_without_pretrained_weights():
@@ -137,3 +139,15 @@ def test_encoder_list_marks_downloads(monkeypatch, tmp_path):
     infos = {info.name: info for info in list_encoders()}
     assert infos[DEFAULT_ENCODER].needs_download is False
     assert infos["open_clip:ViT-B-32/laion2b_s34b_b79k"].needs_download is True
+
+
+def test_embeddings_probe_and_devices_load_without_the_encoders_module():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, probe_core.embeddings, probe_core.probe, probe_core.devices;"
+        "print('probe_core.encoders' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

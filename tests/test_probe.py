@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe_core.embed import Embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import run_probe
 from probe_core.evaluation.splits import Split, stratified_split
 from probe_core.probe import DEFAULT_C_GRID, LinearProbe, ProbeError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe_core.embed import Embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import AUTO_CV_LIMIT, run_probe
 from probe_core.evaluation.splits import cross_validation_folds
 from probe_core.probe import LinearProbe, ProbeError

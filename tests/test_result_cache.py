@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator
 
 from probe_core import result_cache as result_cache_module
 from probe_core.cli import main
-from probe_core.embed import Embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import run_probe
 from probe_core.probe import LinearProbe, ProbeWeights
 from probe_core.result_cache import (

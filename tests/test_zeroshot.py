@@ -11,7 +11,8 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
 from probe_core.dataset import scan_folder
-from probe_core.embed import Embeddings, extract_embeddings
+from probe_core.embed import extract_embeddings
+from probe_core.embeddings import Embeddings
 from probe_core.encoders import Encoder, load_encoder
 from probe_core.evaluation.protocols import run_probe
 from probe_core.evaluation.zeroshot import (

@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import bootstrap
 from statsmodels.stats.contingency_tables import mcnemar
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..probe import LinearProbe
 from .duplicates import DEFAULT_DUPLICATE_COSINE, find_duplicates
 from .intervals import CONFIDENCE, Estimate

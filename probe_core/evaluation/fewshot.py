@@ -33,7 +33,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..probe import LinearProbe
 from .protocols import ProbeResult
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..probe import LinearProbe, ProbeError, SweepResult
 from .duplicates import DEFAULT_DUPLICATE_COSINE, Duplicates, find_duplicates
 from .label_issues import LabelIssue, find_label_issues

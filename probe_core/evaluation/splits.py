@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..probe import MIN_IMAGES_PER_CLASS, ProbeError, groups_per_class, has_groups
 
 

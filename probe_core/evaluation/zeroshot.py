@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from ..embed import Embeddings
+from ..embeddings import Embeddings
 from ..encoders import Encoder
 from .intervals import Estimate, proportion_interval
 from .protocols import ProbeResult
