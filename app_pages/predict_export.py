@@ -15,6 +15,7 @@ from probe_core.export import (
     predictions_table,
     probe_to_json,
     probe_to_safetensors,
+    probe_weights,
     read_probe_file,
 )
 from probe_core.predict import ProbeMismatchError, predict_images
@@ -42,8 +43,21 @@ def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
         return weights
     if current is None or current.result is None:
         return None  # the page explains below how to get results
-    return ProbeWeights.from_result(
-        current.result, current.embeddings.encoder_id, encoder_name(current)
+    return session_probe(current)
+
+
+def session_probe(current: shared.Session) -> ProbeWeights:
+    """The probe `probe-studio run` writes: fitted on every image at the protocol's C, with
+    the encoder, its execution path and the metrics."""
+    encoder = None if current.precomputed else shared.shared_encoder(current.settings.encoder)
+    probe = shared.study_runner(current, encoder).final_probe(current.embeddings, current.result)
+    return probe_weights(
+        current.embeddings,
+        current.result,
+        probe,
+        encoder_name=encoder_name(current),
+        execution_path=encoder.precision if encoder else "",
+        preprocess_id=encoder.preprocess_id if encoder else "",
     )
 
 
@@ -102,7 +116,7 @@ def predict(current: shared.Session | None) -> None:
 def downloads(current: shared.Session) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
-    weights = ProbeWeights.from_result(result, embeddings.encoder_id, encoder_name(current))
+    weights = session_probe(current)
     parquet = io.BytesIO()
     embeddings_table(embeddings).to_parquet(parquet, index=False)
     columns = st.columns(3)
@@ -138,8 +152,9 @@ def downloads(current: shared.Session) -> None:
         mime="text/html",
     )
     st.caption(
-        "The probe holds coefficients, intercepts, class names and the encoder id; it is"
-        " never a pickle."
+        "The probe is fitted on every image at the chosen C and holds coefficients,"
+        " intercepts, class names, the encoder id and execution path, and the metrics with"
+        " their intervals; it is never a pickle (`probe-studio predict` takes either file)."
     )
 
 

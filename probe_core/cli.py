@@ -15,7 +15,7 @@ import numpy as np
 
 from .allocator import keep_freed_memory_for_reuse
 from .cache import EmbeddingCache
-from .dataset import ArchiveError
+from .dataset import ArchiveError, scan_unlabelled
 from .devices import DeviceUnavailableError
 from .distributed import (
     ENGINES,
@@ -34,7 +34,17 @@ from .evaluation.duplicates import summary as duplicates_summary
 from .evaluation.fewshot import crossing_sentence
 from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import AUTO_CV_LIMIT, DEFAULT_FOLDS, PROTOCOLS, ProbeResult
-from .export import write_comparison, write_map, write_run
+from .export import (
+    ProbeFileError,
+    probe_weights,
+    read_probe,
+    skipped_table,
+    write_comparison,
+    write_map,
+    write_probe_files,
+    write_run,
+)
+from .predict import ProbeMismatchError, encoder_for, predict_items, predictions_table
 from .probe import ProbeError
 from .result_cache import HIT_MESSAGE, RESULTS_FOLDER, ResultCache
 from .study import ComparisonOutcome, Study, StudyOutcome, StudyProgress, StudySettings
@@ -110,8 +120,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_study_options(compare)
     _add_embed_command(commands)
+    _add_predict_command(commands)
     commands.add_parser("encoders", help="list encoders and whether they need a download")
     return parser
+
+
+def _add_predict_command(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="classify new images with a run's probe (probe.safetensors or probe.json)",
+    )
+    predict.add_argument(
+        "probe", metavar="RUN_DIR_OR_PROBE_FILE", help="a `run` output folder, or a probe file"
+    )
+    predict.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES_OR_FOLDER_OR_ZIP",
+        help="image files, folders (every image at any depth) or .zip archives of images",
+    )
+    predict.add_argument(
+        "--out",
+        default="predictions.csv",
+        help="CSV of path,predicted,confidence and p(<class>) per class (default:"
+        " predictions.csv); skipped files go beside it, to <name>.skipped.csv",
+    )
+    predict.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+    _add_pipeline_options(predict)
 
 
 def _add_embed_command(commands: argparse._SubParsersAction) -> None:
@@ -337,6 +374,14 @@ def _run(args: argparse.Namespace) -> int:
             f" in {embeddings.seconds:.1f} s"
         )
         write_run(args.out, embeddings, outcome.result, recorded)
+        _write_probe(
+            args.out,
+            study,
+            outcome,
+            encoder_name=args.encoder,
+            execution_path=encoder.precision,
+            preprocess_id=encoder.preprocess_id,
+        )
         _print_summary(embeddings, outcome.result)
 
     outcome = study.run(dataset, on_result=on_result)
@@ -345,6 +390,14 @@ def _run(args: argparse.Namespace) -> int:
         write_map(args.out, outcome.embeddings, outcome.result, outcome.projection)
     print(f"results written to {Path(args.out).resolve()}")
     return 0
+
+
+def _write_probe(out: str, study: Study, outcome: StudyOutcome, **details) -> None:
+    """probe.safetensors and probe.json: the probe fitted on every image, at the C the
+    protocol chose (``Study.final_probe``)."""
+    result = outcome.result
+    probe = study.final_probe(outcome.embeddings, result)
+    write_probe_files(out, probe_weights(outcome.embeddings, result, probe, **details))
 
 
 def _run_embeddings(args: argparse.Namespace) -> int:
@@ -367,6 +420,7 @@ def _run_embeddings(args: argparse.Namespace) -> int:
     def on_result(outcome: StudyOutcome) -> None:
         progress.close()
         write_run(args.out, outcome.embeddings, outcome.result, recorded)
+        _write_probe(args.out, study, outcome)
         _print_summary(outcome.embeddings, outcome.result)
 
     outcome = study.run_embeddings(embeddings, on_result=on_result)
@@ -419,6 +473,51 @@ def _embed(args: argparse.Namespace) -> int:
     write_embed_outputs(out, outcome)
     print(f"embeddings written to {out.resolve()}")
     print(f"probe them with: probe-studio run --embeddings {out / 'embeddings.parquet'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """``predict RUN_DIR_OR_PROBE_FILE IMAGES...``: predictions.csv (and the skipped files)."""
+    weights = read_probe(args.probe)
+    print(
+        f"probe: {len(weights.class_names)} classes ({', '.join(weights.class_names)}),"
+        f" encoder {weights.encoder_id}, path {weights.execution_path or 'not recorded'}"
+    )
+    images = scan_unlabelled(args.images)
+    if not images.items:
+        for item in images.skipped:
+            print(f"skipped  {item.path}: {item.reason}", file=sys.stderr)
+        print("error: no images to classify", file=sys.stderr)
+        return 2
+    encoder, notes = encoder_for(weights, device=args.device)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"encoder {encoder.encoder_id} on {encoder.device}, precision {encoder.precision}")
+    progress = _ProgressPrinter()
+    predictions, failed = predict_items(
+        images.items,
+        encoder,
+        weights,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=lambda done, total, rate: progress(StudyProgress("embed", done, total, rate)),
+    )
+    progress.close()
+    skipped = [*images.skipped, *failed]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = predictions_table(predictions, weights.class_names)
+    table.to_csv(out, index=False)
+    for item in skipped:
+        print(f"skipped  {item.path}: {item.reason}", file=sys.stderr)
+    if skipped:
+        skipped_path = out.with_name(f"{out.stem}.skipped.csv")
+        skipped_table(skipped).to_csv(skipped_path, index=False)
+        print(f"{len(skipped)} files skipped, with their reasons in {skipped_path}")
+    counts = table["predicted"].value_counts()
+    summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in weights.class_names)
+    print(f"{len(table)} images classified: {summary}")
+    print(f"predictions written to {out.resolve()}")
     return 0
 
 
@@ -576,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == "embed":
             return _embed(args)
+        if args.command == "predict":
+            return _predict(args)
         return _run(args)
     except (
         EncoderError,
@@ -584,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         ArchiveError,
         EmbeddingsFileError,
         RayEngineError,
+        ProbeFileError,
+        ProbeMismatchError,
         FileNotFoundError,
         NotADirectoryError,
     ) as error:

@@ -146,6 +146,11 @@ def _unused_reason(parts: tuple[str, ...]) -> str | None:
         return "hidden or system file"
     if len(parts) < 2:
         return "not inside a class folder (put images in one subfolder per class)"
+    return _not_an_image_reason(parts)
+
+
+def _not_an_image_reason(parts: tuple[str, ...]) -> str | None:
+    """Why a file's name says it is not an image (archive, other type), or None."""
     suffix = PurePosixPath(parts[-1]).suffix.lower()
     if suffix in ARCHIVE_EXTENSIONS:
         return f"nested archive ({suffix}) is not opened"
@@ -418,6 +423,92 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
         return "suspicious compression ratio (possible zip bomb)"
     return None
+
+
+def scan_unlabelled(sources: Iterable[str | os.PathLike[str]]) -> ImageDataset:
+    """Images to classify, with no classes: image files, folders (every image at any depth)
+    and ``.zip`` archives of them, in the order given (inside a folder or archive, by path).
+
+    Items carry label -1 and their path as given, joined with the path inside a folder or
+    archive. A file named explicitly is always tried (the decoder says why it is no image);
+    inside folders and archives, hidden files and other file types are skipped with their
+    reason, like symlinks that leave the folder and unsafe archive members.
+    """
+    items: list[ImageItem] = []
+    skipped: list[SkippedItem] = []
+    for source in sources:
+        path = Path(source).expanduser()
+        shown = _shown(str(source))
+        if path.is_dir():
+            _unlabelled_folder(path, shown, items, skipped)
+        elif path.is_file() and path.suffix.lower() == ".zip":
+            _unlabelled_zip(path, shown, items, skipped)
+        elif path.is_file():
+            items.append(ImageItem(shown, path, -1))
+        else:
+            skipped.append(SkippedItem(shown, "does not exist"))
+    return ImageDataset(items=items, class_names=[], skipped=skipped)
+
+
+def _unlabelled_folder(
+    root: Path, shown: str, items: list[ImageItem], skipped: list[SkippedItem]
+) -> None:
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        relative_dir = Path(dirpath).relative_to(root)
+        for dirname in sorted(dirnames):
+            if _is_hidden(dirname) or os.path.islink(os.path.join(dirpath, dirname)):
+                reason = (
+                    "hidden or system folder is not scanned"
+                    if _is_hidden(dirname)
+                    else "symlinked folder is not followed"
+                )
+                relative = _shown((relative_dir / dirname).as_posix())
+                skipped.append(SkippedItem(f"{shown.rstrip('/')}/{relative}/", reason))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not _is_hidden(d) and not os.path.islink(os.path.join(dirpath, d))
+        )
+        for filename in sorted(filenames):
+            full = Path(dirpath, filename)
+            parts = tuple(map(_shown, full.relative_to(root).parts))
+            name = "/".join((shown.rstrip("/"), *parts))
+            reason = "hidden or system file" if _is_hidden(filename) else None
+            reason = reason or _not_an_image_reason(parts) or _file_problem(full, real_root)
+            if reason:
+                skipped.append(SkippedItem(name, reason))
+            else:
+                items.append(ImageItem(name, full, -1))
+
+
+def _unlabelled_zip(
+    archive: Path, shown: str, items: list[ImageItem], skipped: list[SkippedItem]
+) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        skipped.append(SkippedItem(shown, f"not a readable zip archive ({error})"))
+        return
+    if len(infos) > MAX_ARCHIVE_MEMBERS:
+        skipped.append(
+            SkippedItem(shown, f"{len(infos)} entries exceeds the limit of {MAX_ARCHIVE_MEMBERS}")
+        )
+        return
+    for info in sorted((i for i in infos if not i.is_dir()), key=lambda i: i.filename):
+        parts = safe_relative_parts(info.filename)
+        name = f"{shown}/{info.filename}"
+        if parts is None:
+            reason = "unsafe path in archive (absolute or containing '..')"
+        elif any(_is_hidden(part) for part in parts):
+            reason = "hidden or system file"
+        else:
+            reason = _not_an_image_reason(parts) or _member_problem(info)
+        if reason:
+            skipped.append(SkippedItem(name, reason))
+        else:
+            items.append(ImageItem(name, ZipMember(archive, info.filename), -1))
 
 
 def scan(source: str | os.PathLike[str]) -> ImageDataset:

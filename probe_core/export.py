@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -197,35 +198,104 @@ def write_map(
     return [html, table, quality]
 
 
+PROBE_FORMAT = "probe-studio-linear-probe/1"
+PROBE_OUTPUTS = ("probe.safetensors", "probe.json")
+# ProbeWeights fields held as JSON documents in the safetensors metadata (strings only there).
+_DOCUMENT_FIELDS = ("metrics", "protocol", "images_per_class")
+_TEXT_FIELDS = ("encoder_name", "execution_path", "preprocess_id", "created")
+
+
+def probe_weights(
+    embeddings: Embeddings,
+    result: ProbeResult,
+    probe,
+    *,
+    encoder_name: str = "",
+    execution_path: str = "",
+    preprocess_id: str = "",
+) -> ProbeWeights:
+    """The probe file's contents: ``probe`` (fitted on every used image, as
+    ``probe_on_all_images`` gives it), the class names and encoder, and the protocol's
+    metrics with their intervals."""
+    labels = [
+        result.class_names.index(embeddings.class_names[i]) for i in embeddings.labels[result.used]
+    ]
+    counts = np.bincount(labels, minlength=len(result.class_names))
+    return ProbeWeights.from_estimator(
+        probe,
+        result.class_names,
+        embeddings.encoder_id,
+        encoder_name=encoder_name,
+        execution_path=execution_path,
+        preprocess_id=preprocess_id,
+        metrics=result.metrics.to_dict(),
+        protocol=protocol_document(result),
+        images_per_class={
+            name: int(count) for name, count in zip(result.class_names, counts, strict=True)
+        },
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 def probe_to_safetensors(weights: ProbeWeights) -> bytes:
     from safetensors.numpy import save
 
     metadata = {
-        "format": "probe-studio-linear-probe/1",
+        "format": PROBE_FORMAT,
         "class_names": json.dumps(weights.class_names),
         "encoder_id": weights.encoder_id,
-        "encoder_name": weights.encoder_name,
         "chosen_c": repr(weights.chosen_c),
+    }
+    metadata |= {name: getattr(weights, name) for name in _TEXT_FIELDS}
+    metadata |= {
+        name: json.dumps(getattr(weights, name), allow_nan=True) for name in _DOCUMENT_FIELDS
     }
     return save({"coef": weights.coef, "intercept": weights.intercept}, metadata=metadata)
 
 
 def probe_to_json(weights: ProbeWeights) -> str:
-    return json.dumps(
-        {
-            "format": "probe-studio-linear-probe/1",
-            "encoder_id": weights.encoder_id,
-            "encoder_name": weights.encoder_name,
-            "class_names": weights.class_names,
-            "chosen_c": weights.chosen_c,
-            "coef": weights.coef.tolist(),
-            "intercept": weights.intercept.tolist(),
-        }
-    )
+    document = {
+        "format": PROBE_FORMAT,
+        "encoder_id": weights.encoder_id,
+        "class_names": weights.class_names,
+        "chosen_c": weights.chosen_c,
+    }
+    document |= {name: getattr(weights, name) for name in (*_TEXT_FIELDS, *_DOCUMENT_FIELDS)}
+    document |= {"coef": weights.coef.tolist(), "intercept": weights.intercept.tolist()}
+    return json.dumps(document, allow_nan=True)
+
+
+def write_probe_files(out_dir: str | Path, weights: ProbeWeights) -> list[Path]:
+    """``probe.safetensors`` and ``probe.json`` (the same probe; ``read_probe`` takes either)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, document = (out / name for name in PROBE_OUTPUTS)
+    tensors.write_bytes(probe_to_safetensors(weights))
+    document.write_text(probe_to_json(weights))
+    return [tensors, document]
 
 
 class ProbeFileError(ValueError):
     """A probe file that is not a Probe Studio safetensors or JSON export."""
+
+
+def read_probe(path: str | Path) -> ProbeWeights:
+    """The probe in a file, or in a ``run`` output folder (its ``probe.safetensors``)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = [path / name for name in PROBE_OUTPUTS if (path / name).is_file()]
+        if not found:
+            raise ProbeFileError(
+                f"{path} holds no {' or '.join(PROBE_OUTPUTS)} (is it a `probe-studio run`"
+                " output folder?)"
+            )
+        path = found[0]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return read_probe_file(path.read_bytes())
+    except ProbeFileError as error:
+        raise ProbeFileError(f"{path}: {error}") from error
 
 
 def read_probe_file(data: bytes) -> ProbeWeights:
@@ -239,7 +309,8 @@ def read_probe_file(data: bytes) -> ProbeWeights:
                 [str(name) for name in document["class_names"]],
                 str(document["encoder_id"]),
                 float(document["chosen_c"]),
-                str(document.get("encoder_name", "")),
+                **{name: str(document.get(name) or "") for name in _TEXT_FIELDS},
+                **{name: dict(document.get(name) or {}) for name in _DOCUMENT_FIELDS},
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ProbeFileError(f"not a probe JSON export: {error}") from error
@@ -255,7 +326,8 @@ def read_probe_file(data: bytes) -> ProbeWeights:
                 json.loads(metadata["class_names"]),
                 metadata["encoder_id"],
                 float(metadata["chosen_c"]),
-                metadata.get("encoder_name", ""),
+                **{name: metadata.get(name, "") for name in _TEXT_FIELDS},
+                **{name: dict(json.loads(metadata.get(name) or "{}")) for name in _DOCUMENT_FIELDS},
             )
         except Exception as error:  # safetensors raises its own error types
             raise ProbeFileError(

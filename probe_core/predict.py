@@ -1,15 +1,23 @@
-"""Apply a fitted probe to new images."""
+"""Apply a fitted probe to new images: embedded by the encoder the probe names, with the same
+preprocessing and execution path as the images it was fitted on.
+
+    weights = read_probe("probe-results")          # a run folder, or a probe file
+    encoder, notes = encoder_for(weights)          # refuses another encoder id
+    predictions, skipped = predict_items(scan_unlabelled(["new/"]).items, encoder, weights)
+    predictions_table(predictions).to_csv("predictions.csv", index=False)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from .dataset import ImageItem, SkippedItem
-from .embed import encode_items
-from .encoders import Encoder
+from .embed import ProgressCallback, encode_items
+from .encoders import Encoder, EncoderError, load_encoder
 from .probe import ProbeWeights
 
 
@@ -25,24 +33,92 @@ class Prediction:
     def predicted(self) -> str:
         return self.class_names[int(np.argmax(self.probabilities))]
 
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
 
 class ProbeMismatchError(ValueError):
     """A probe used with embeddings from an encoder it was not fitted on."""
 
 
-def predict_images(
-    files: Iterable[tuple[str, bytes]], encoder: Encoder, weights: ProbeWeights
-) -> tuple[list[Prediction], list[SkippedItem]]:
-    """Embed new images exactly as the training images were, then apply the probe."""
+def check_encoder(encoder: Encoder, weights: ProbeWeights) -> None:
+    """Refuse an encoder other than the one the probe was fitted on, naming both ids."""
     if weights.encoder_id != encoder.encoder_id:
         raise ProbeMismatchError(
-            f"this probe was fitted on embeddings of {weights.encoder_id}, not {encoder.encoder_id}"
+            f"this probe was fitted on embeddings of {weights.encoder_id}, not"
+            f" {encoder.encoder_id} (the encoder loaded as {encoder.name!r}); its weights do"
+            " not apply to another encoder's embeddings"
         )
-    items = [ImageItem(name, data, -1) for name, data in files]
-    vectors, failures = encode_items(items, encoder, num_workers=0)
+    if weights.dim != encoder.dim:
+        raise ProbeMismatchError(
+            f"this probe expects {weights.dim}-d embeddings; {encoder.encoder_id} gives"
+            f" {encoder.dim}-d"
+        )
+
+
+def encoder_for(
+    weights: ProbeWeights, device: str | None = None, precision: str | None = None
+) -> tuple[Encoder, list[str]]:
+    """The encoder the probe names, on the execution path its embeddings ran on (or
+    ``precision``), and notes on anything that differs from the run (another path where the
+    run's cannot run here; another preprocessing digest).
+
+    Raises ``ProbeMismatchError`` for a probe fitted on precomputed embeddings (no encoder
+    name to load) or when the encoder loaded has another id than the probe's.
+    """
+    if not weights.encoder_name:
+        raise ProbeMismatchError(
+            f"this probe was fitted on precomputed embeddings of {weights.encoder_id}: the"
+            " studio cannot load that encoder from its id. Embed new images with the tool"
+            " that made those embeddings, or run the probe on the image folder itself"
+        )
+    notes = []
+    path = precision or weights.execution_path or "auto"
+    try:
+        encoder = load_encoder(weights.encoder_name, device=device, precision=path)
+    except EncoderError as error:
+        if precision is not None or path == "auto":
+            raise
+        notes.append(
+            f"the run's execution path {path} cannot run here ({error}); using the fastest"
+            " faithful path instead, whose embeddings may differ from the run's in the last bits"
+        )
+        encoder = load_encoder(weights.encoder_name, device=device)
+    check_encoder(encoder, weights)
+    if weights.preprocess_id and encoder.preprocess_id != weights.preprocess_id:
+        # The run may have decoded JPEGs at full size although its path is not fp32's.
+        toggled = replace(encoder, fast_decoding=not encoder.fast_decoding)
+        if toggled.preprocess_id == weights.preprocess_id:
+            encoder = toggled
+        else:
+            notes.append(
+                f"the preprocessing here ({encoder.preprocess_id}) differs from the run's"
+                f" ({weights.preprocess_id}): another library version or device; predictions"
+                " may differ slightly from the run's"
+            )
+    return encoder, notes
+
+
+def predict_items(
+    items: Sequence[ImageItem],
+    encoder: Encoder,
+    weights: ProbeWeights,
+    *,
+    batch_size: int | None = None,
+    num_workers: int | None = 0,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[Prediction], list[SkippedItem]]:
+    """Embed the items exactly as the training images were, then apply the probe; files that
+    cannot be read or decoded are skipped with their reason. Predictions keep the items'
+    order."""
+    check_encoder(encoder, weights)
+    vectors, failures = encode_items(items, encoder, batch_size=batch_size, num_workers=num_workers)
     order = sorted(vectors)
     probabilities = (
-        weights.predict_proba(np.stack([vectors[i] for i in order])) if order else np.zeros((0, 0))
+        weights.predict_proba(np.stack([vectors[i] for i in order]))
+        if order
+        else np.zeros((0, len(weights.class_names)))
     )
     predictions = [
         Prediction(items[i].path, list(weights.class_names), row)
@@ -50,3 +126,32 @@ def predict_images(
     ]
     skipped = [SkippedItem(items[i].path, reason) for i, reason in sorted(failures.items())]
     return predictions, skipped
+
+
+def predict_images(
+    files: Iterable[tuple[str, bytes]], encoder: Encoder, weights: ProbeWeights
+) -> tuple[list[Prediction], list[SkippedItem]]:
+    """``predict_items`` for (name, bytes) pairs, e.g. uploads."""
+    return predict_items([ImageItem(name, data, -1) for name, data in files], encoder, weights)
+
+
+def predictions_table(
+    predictions: Sequence[Prediction], class_names: Sequence[str]
+) -> pd.DataFrame:
+    """``path,predicted,confidence``, then ``p(<class>)`` for each class (as in a run's
+    predictions.csv)."""
+    frame = pd.DataFrame(
+        {
+            "path": [p.name for p in predictions],
+            "predicted": [p.predicted for p in predictions],
+        }
+    )
+    matrix = (
+        np.stack([p.probabilities for p in predictions])
+        if predictions
+        else np.zeros((0, len(class_names)))
+    )
+    frame["confidence"] = matrix.max(axis=1, initial=0.0)
+    for column, name in enumerate(class_names):
+        frame[f"p({name})"] = matrix[:, column]
+    return frame

@@ -20,8 +20,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -31,9 +30,6 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
-
-if TYPE_CHECKING:
-    from .evaluation.protocols import ProbeResult
 
 DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-3, 4, 15))
 DEFAULT_C = 1.0  # scikit-learn's default, used when too few images are left to choose C
@@ -477,31 +473,58 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
 @dataclass(frozen=True)
 class ProbeWeights:
-    """A fitted probe as plain arrays: what the export files hold (never pickle)."""
+    """A fitted probe as plain arrays, with what it needs to be used and trusted elsewhere:
+    what the probe files hold (``probe.safetensors``, ``probe.json``; never pickle).
+
+    ``encoder_name`` is the name ``load_encoder`` takes ("" for a probe fitted on precomputed
+    embeddings), ``execution_path`` the path its embeddings ran on (e.g. ``fp32``,
+    ``int8-dynamic``), ``preprocess_id`` the digest of their preprocessing. ``metrics`` are the
+    protocol's measurements with their intervals (``Metrics.to_dict()``), ``protocol`` what
+    ran and why, ``images_per_class`` and ``n_fitted`` what the probe was fitted on.
+    """
 
     coef: np.ndarray  # (n_classes, dim); binary probes are stored as two symmetric rows
     intercept: np.ndarray  # (n_classes,)
     class_names: list[str]
     encoder_id: str
     chosen_c: float
-    encoder_name: str = ""  # the name load_encoder takes, to embed new images the same way
+    encoder_name: str = ""
+    execution_path: str = ""
+    preprocess_id: str = ""
+    metrics: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    images_per_class: dict[str, int] = field(default_factory=dict)
+    created: str = ""  # ISO 8601 date and time the probe was written
 
     @classmethod
-    def from_result(
-        cls, result: ProbeResult, encoder_id: str, encoder_name: str = ""
+    def from_estimator(
+        cls, estimator, class_names: list[str], encoder_id: str, **details
     ) -> ProbeWeights:
-        coef, intercept = result.probe.coef_, result.probe.intercept_
+        """The weights of a fitted ``LinearProbe`` (or any fitted multinomial logistic
+        regression with ``coef_`` and ``intercept_``); its C is ``chosen_c_`` (else ``C``).
+        ``details`` fill the other fields (``encoder_name``, ``metrics``, ...)."""
+        check_is_fitted(estimator)
+        coef, intercept = np.asarray(estimator.coef_), np.asarray(estimator.intercept_)
         if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes
             coef = np.vstack([-coef, coef]) / 2
             intercept = np.array([-intercept[0], intercept[0]]) / 2
+        if coef.shape[0] != len(class_names):
+            raise ValueError(
+                f"the estimator has {coef.shape[0]} classes, but {len(class_names)} names"
+            )
+        chosen_c = getattr(estimator, "chosen_c_", None)
         return cls(
             np.ascontiguousarray(coef, dtype=np.float32),  # scikit-learn's coef_ may be F-order
             np.ascontiguousarray(intercept, dtype=np.float32),
-            list(result.class_names),
+            list(class_names),
             encoder_id,
-            float(result.chosen_c),
-            encoder_name,
+            float(estimator.C if chosen_c is None else chosen_c),
+            **details,
         )
+
+    @property
+    def dim(self) -> int:
+        return int(self.coef.shape[1])
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         logits = vectors @ self.coef.T + self.intercept

@@ -11,10 +11,13 @@ Each stage is also callable on its own (the app embeds, evaluates and maps on de
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from .cache import EmbeddingCache
 from .dataset import ImageDataset, scan
@@ -29,7 +32,7 @@ from .evaluation.comparison import (
 )
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from .evaluation.fewshot import FewShotCurve, fewshot_curve
-from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, run_probe
+from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, probe_on_all_images, run_probe
 from .evaluation.zeroshot import ZeroShotResult, zero_shot
 from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
@@ -157,11 +160,10 @@ class Study:
             progress=report,
         )
 
-    def evaluate(self, embeddings: Embeddings) -> ProbeResult:
-        """Fit and score the probe, or take the result of the same embeddings and settings
-        from the result cache (reported as an "evaluate" event with ``HIT_MESSAGE``)."""
+    def _probe_options(self) -> dict:
+        """``run_probe``'s arguments for these settings."""
         settings = self.settings
-        options = {
+        return {
             "protocol": settings.protocol,
             "folds": settings.folds,
             "repeats": settings.repeats,
@@ -170,6 +172,12 @@ class Study:
             "probe": LinearProbe(seed=settings.seed, C=settings.fixed_c),
             "duplicate_threshold": settings.duplicate_threshold,
         }
+
+    def evaluate(self, embeddings: Embeddings) -> ProbeResult:
+        """Fit and score the probe, or take the result of the same embeddings and settings
+        from the result cache (reported as an "evaluate" event with ``HIT_MESSAGE``)."""
+        settings = self.settings
+        options = self._probe_options()
         cache = self.result_cache
         key = result_key(embeddings, **options) if cache is not None else ""
         cached = cache.lookup(key) if cache is not None else None
@@ -181,6 +189,21 @@ class Study:
         if cache is not None:
             cache.store(key, result)
         return result
+
+    def final_probe(self, embeddings: Embeddings, result: ProbeResult) -> LinearProbe:
+        """The probe to ship (``probe_on_all_images``: every image, the protocol's C); a
+        refit under holdout/given is kept in the result cache beside ``result``."""
+        cache = self.result_cache
+        if cache is None or np.array_equal(np.sort(result.train), np.sort(result.used)):
+            return probe_on_all_images(embeddings, result)
+        evaluated = result_key(embeddings, **self._probe_options())
+        key = hashlib.sha256(f"probe on all images|{evaluated}".encode()).hexdigest()
+        cached = cache.lookup(key)
+        if cached is not None:
+            return cached.probe
+        probe = probe_on_all_images(embeddings, result)
+        cache.store(key, replace(result, probe=probe))
+        return probe
 
     def project(self, embeddings: Embeddings, **options) -> Projection:
         """The map of the embeddings (``settings.projection`` unless ``method=`` is given),

@@ -687,7 +687,9 @@ def test_a_saved_probe_predicts_new_images_without_a_run(encoder, tmp_path):
 
     folder = write_image_folder(tmp_path / "colours", {"red": 6, "green": 6, "blue": 6})
     result = run_probe(extract_embeddings(scan_folder(folder), encoder, num_workers=0), seed=0)
-    good = ProbeWeights.from_result(result, encoder.encoder_id, encoder.name)
+    good = ProbeWeights.from_estimator(
+        result.probe, result.class_names, encoder.encoder_id, encoder_name=encoder.name
+    )
     image = (folder / "green" / "green_000.png").read_bytes()
 
     at = open_page(new_app(), PREDICT)
@@ -698,7 +700,9 @@ def test_a_saved_probe_predicts_new_images_without_a_run(encoder, tmp_path):
     assert_ok(at)
     assert "mystery.png: **green**" in values(at.caption)
 
-    foreign = ProbeWeights.from_result(result, "open_clip:ViT-B-32/openai", encoder.name)
+    foreign = ProbeWeights.from_estimator(
+        result.probe, result.class_names, "open_clip:ViT-B-32/openai", encoder_name=encoder.name
+    )
     at.file_uploader(key="saved_probe").set_value(
         [("other.json", probe_to_json(foreign).encode(), "application/json")]
     ).run()

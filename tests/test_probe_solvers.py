@@ -233,7 +233,7 @@ def test_a_torch_probe_exports_and_predicts_like_a_sklearn_one():
     )
     assert result.probe.model_.n_features_in_ == 16 and result.chosen_c == result.probe.model_.C
     assert result.probe.coef_.shape == (1, 16)  # two classes: scikit-learn's single row
-    weights = ProbeWeights.from_result(result, encoder_id="test")
+    weights = ProbeWeights.from_estimator(result.probe, result.class_names, encoder_id="test")
     assert weights.coef.shape == (2, 16)
     np.testing.assert_allclose(
         weights.predict_proba(embeddings.vectors),

@@ -131,8 +131,8 @@ def test_a_hit_is_the_fresh_result_without_a_single_fit(tmp_path, monkeypatch):
     )
     np.testing.assert_array_equal(hit.probe.predict(new_images), uncached.probe.predict(new_images))
     assert_identical(
-        ProbeWeights.from_result(hit, "test-encoder@1"),
-        ProbeWeights.from_result(uncached, "test-encoder@1"),
+        ProbeWeights.from_estimator(hit.probe, hit.class_names, "test-encoder@1"),
+        ProbeWeights.from_estimator(uncached.probe, uncached.class_names, "test-encoder@1"),
     )
 
 

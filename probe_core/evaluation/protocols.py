@@ -173,8 +173,7 @@ def run_probe(
             + ("; " + "; ".join(messages) if messages else "")
         )
     excluded = [n for n in embeddings.class_names if n not in kept_names]
-    remap = {embeddings.class_names.index(name): i for i, name in enumerate(kept_names)}
-    y = np.array([remap.get(int(label), -1) for label in embeddings.labels], dtype=int)
+    y = _class_indices(embeddings, kept_names)
     base = probe if probe is not None else LinearProbe(seed=seed)
     if split is not None and protocol == "auto":
         protocol = "holdout"
@@ -241,6 +240,30 @@ def run_probe(
         messages=messages,
         seconds=time.perf_counter() - started,
     )
+
+
+def probe_on_all_images(embeddings: Embeddings, result: ProbeResult) -> LinearProbe:
+    """The probe to ship: fitted on every image that took part (``result.used``), at the C
+    the protocol chose (by k-fold on all of them under ``cv``, on validation data carved
+    from train under ``holdout``, on ``val/`` under ``given``).
+
+    Under ``cv`` that is ``result.probe`` itself; otherwise ``result.probe`` was fitted on
+    the training part only, and this refits it at its C on all images (the scored ones
+    too: the metrics measured the recipe on images it never saw; the shipped probe gets
+    every image to learn from).
+    """
+    if np.array_equal(np.sort(result.train), np.sort(result.used)):
+        return result.probe
+    y = _class_indices(embeddings, result.class_names)
+    used = result.used
+    refit = clone(result.probe).set_params(C=result.chosen_c)
+    return refit.fit(embeddings.vectors[used], y[used])
+
+
+def _class_indices(embeddings: Embeddings, class_names: list[str]) -> np.ndarray:
+    """Each image's index into ``class_names`` (-1 for a class left out)."""
+    remap = {embeddings.class_names.index(name): i for i, name in enumerate(class_names)}
+    return np.array([remap.get(int(label), -1) for label in embeddings.labels], dtype=int)
 
 
 @dataclass
