@@ -127,7 +127,8 @@ def test_pixel_features_keep_brightness_and_are_never_zero(baselines):
 
 
 def test_baselines_stay_float32_where_real_encoders_would_use_fp16(monkeypatch):
-    monkeypatch.setattr(encoders, "pick_device", lambda requested=None: torch.device("cuda"))
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(encoders.loading, "pick_device", lambda requested=None: cuda)
     for name in BASELINE_DIMS:
         encoder = load_encoder(name)
         assert encoder.dtype == torch.float32

