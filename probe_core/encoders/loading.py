@@ -6,13 +6,16 @@ import torch
 
 from ..acceleration import PrecisionError, select_path
 from ..devices import DeviceUnavailableError, pick_device
-from .base import Encoder, EncoderError
-from .bundled import DEFAULT_ENCODER
+from .base import DEFAULT_ENCODER, Encoder, EncoderError
+from .hub import DownloadListener, Downloads
 from .registry import parse_name
 
 
 def load_encoder(
-    name: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto"
+    name: str = DEFAULT_ENCODER,
+    device: str | None = None,
+    precision: str = "auto",
+    download_progress: DownloadListener | None = None,
 ) -> Encoder:
     """Build a frozen encoder by name on the best (or requested) device.
 
@@ -20,13 +23,15 @@ def load_encoder(
     on a calibration batch (see ``probe_core.acceleration``), and JPEG draft decoding where
     the preprocessing allows it; fp16 on CUDA. ``"fp32"``: the plain fp32 model and
     full-size decoding (the reference). A path name (e.g. ``"int8-dynamic"``) forces it.
+    ``download_progress`` receives ``DownloadProgress`` reports while weights download
+    (the first says how much and where to, before anything is fetched).
     """
     family, spec = parse_name(name)
-    built = family.build(spec)
     try:
         target = pick_device(device)
     except DeviceUnavailableError as error:
         raise EncoderError(str(error)) from error
+    built = family.build(spec, Downloads(name.strip(), download_progress))
     model = built.model.to(target, torch.float32).eval()
     model.requires_grad_(False)
     encoder_id = f"{family.name}:{built.identity}"

@@ -5,28 +5,48 @@ Adding a family: one module that defines a ``Family``, and one line in ``FAMILIE
 
 from __future__ import annotations
 
-from . import baselines, bundled, open_clip_models
-from .base import EncoderError, EncoderInfo, Family
-from .bundled import DEFAULT_ENCODER
+from . import baselines, bundled, hf_models, open_clip_models, timm_models
+from .base import DEFAULT_ENCODER, EncoderError, Family
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
         bundled.FAMILY,
         open_clip_models.FAMILY,
+        timm_models.FAMILY,
+        hf_models.FAMILY,
         baselines.FAMILY,
     )
 }
 
+# Every name form, for help texts and error messages.
+NAME_FORMS = (
+    "bundled:efficientnet-lite0",
+    "open_clip:<arch>/<tag>",
+    "open_clip:<arch>@<file>",
+    "open_clip:<arch>",
+    "open_clip:hf-hub:<org>/<repo>",
+    "timm:<model>[.<tag>]",
+    "timm:<model>@<file>",
+    "timm:<model>@random",
+    "hf:<org>/<repo>",
+    "hf:<folder>",
+    "baseline:pixels",
+    "baseline:color-histogram",
+)
+
 
 def parse_name(name: str) -> tuple[Family, str]:
     """An encoder name's family and spec (what follows the first colon)."""
-    prefix, sep, spec = name.partition(":")
+    prefix, sep, spec = name.strip().partition(":")
     if not sep or prefix not in FAMILIES:
         raise EncoderError(
             f"unknown encoder {name!r}: expected one of {', '.join(FAMILIES)} as prefix,"
-            f" e.g. '{DEFAULT_ENCODER}' or 'open_clip:ViT-B-32/laion2b_s34b_b79k'"
+            f" e.g. '{DEFAULT_ENCODER}', 'open_clip:ViT-B-32/laion2b_s34b_b79k',"
+            " 'timm:resnet50.tv2_in1k' or 'hf:facebook/dinov2-small'"
         )
+    if not spec:
+        raise EncoderError(f"encoder {name!r} names no model after '{prefix}:'")
     return FAMILIES[prefix], spec
 
 
@@ -37,10 +57,3 @@ def is_weight_free(name: str) -> bool:
     except EncoderError:
         return False
     return family.weight_free(spec)
-
-
-def list_encoders() -> list[EncoderInfo]:
-    """Every family's offer, the encoders with trained weights first, then the weight-free
-    ones (baselines, random weights)."""
-    infos = [info for family in FAMILIES.values() for info in family.catalogue()]
-    return sorted(infos, key=lambda info: info.weight_free)
