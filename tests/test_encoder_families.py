@@ -359,3 +359,53 @@ class socket_closed_port:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def demo_batch(encoder, count: int = 12) -> torch.Tensor:
+    from tests.conftest import DEMO_DIR
+
+    paths = sorted(DEMO_DIR.glob("*/*.png"))[:: 144 // count][:count]
+    return torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths])
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("timm:test_resnet@random", "conv"), ("timm:test_vit@random", "linear"), ("hf", "linear")],
+    ids=["timm-cnn", "timm-vit", "hf"],
+)
+def test_new_families_take_the_fast_paths_only_where_faithful(
+    monkeypatch, dinov2_folder, name, kind
+):
+    """The families go through select_path like the others: candidates suited to the model
+    are measured, and the path chosen, like every candidate judged faithful, keeps the fp32
+    embeddings of the demo images (cosine >= 0.999; fp32 layouts within 1e-5)."""
+    import copy
+
+    from probe_core import acceleration
+    from probe_core.acceleration import EXACT_TOLERANCE, select_path
+
+    monkeypatch.setattr(acceleration, "_CHOSEN", {})  # measure afresh
+    name = f"hf:{dinov2_folder}" if name == "hf" else name
+    auto = load_encoder(name, device="cpu")
+    exact = load_encoder(name, device="cpu", precision="fp32")
+    measured = [m.path for m in auto.path_choice.measurements]
+    if kind == "conv":
+        assert "fp32+channels_last" in measured
+    elif acceleration._quantization_available():
+        assert "int8-dynamic" in measured
+    batch = demo_batch(exact)
+    with torch.inference_mode():
+        reference = unit(exact.encode(batch))
+    faithful = [m.path for m in auto.path_choice.measurements if m.faithful]
+    for path_name in dict.fromkeys([auto.precision, *faithful]):
+        model, choice = select_path(
+            copy.deepcopy(exact.model), exact.preprocess, exact.device, path_name
+        )
+        with torch.inference_mode():
+            fast = unit(choice.path.run(model, batch).float())
+        assert (fast * reference).sum(axis=1).min() >= acceleration.MIN_COSINE, path_name
+        if choice.path.is_fp32_arithmetic:
+            np.testing.assert_allclose(fast, reference, atol=EXACT_TOLERANCE)

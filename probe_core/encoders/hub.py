@@ -175,7 +175,7 @@ class Downloads:
         from huggingface_hub import constants
 
         reason = (
-            "HF_HUB_OFFLINE is set"
+            "HF_HUB_OFFLINE is set: working offline"
             if constants.HF_HUB_OFFLINE
             else f"{urlparse(constants.ENDPOINT).hostname} cannot be reached: are you offline?"
         )
@@ -191,7 +191,7 @@ class Downloads:
     # ----------------------------------------------------------------------- online
 
     def _from_hub(self, repo: str, choose: Chooser) -> HubFiles:
-        from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -199,7 +199,7 @@ class Downloads:
         )
 
         try:
-            info = HfApi().model_info(repo, files_metadata=True)
+            info = HfApi(endpoint=constants.ENDPOINT).model_info(repo, files_metadata=True)
         except GatedRepoError as error:
             raise EncoderError(self._gated(repo)) from error
         except RepositoryNotFoundError as error:
@@ -229,6 +229,7 @@ class Downloads:
                     repo,
                     name,
                     revision=revision,
+                    endpoint=constants.ENDPOINT,
                     tqdm_class=report.bar_class() if name in missing else None,
                 )
         except GatedRepoError as error:
