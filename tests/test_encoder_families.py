@@ -5,6 +5,7 @@ studio's embeddings equal a forward pass written here with the family's own API.
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
@@ -409,3 +410,11 @@ def test_new_families_take_the_fast_paths_only_where_faithful(
         assert (fast * reference).sum(axis=1).min() >= acceleration.MIN_COSINE, path_name
         if choice.path.is_fp32_arithmetic:
             np.testing.assert_allclose(fast, reference, atol=EXACT_TOLERANCE)
+
+
+def test_the_hf_preprocessing_survives_pickling_for_dataloader_workers(dinov2_folder):
+    encoder = load_encoder(f"hf:{dinov2_folder}", device="cpu", precision="fp32")
+    restored = pickle.loads(pickle.dumps(encoder.preprocess))
+    image = Image.new("RGB", (50, 40), "teal")
+    assert torch.equal(restored(image), encoder.preprocess(image))
+    assert repr(restored) == repr(encoder.preprocess)  # so the cache key survives too

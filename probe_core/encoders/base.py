@@ -112,7 +112,8 @@ class Encoder:
 
     @property
     def has_text_tower(self) -> bool:
-        """Whether the encoder can embed text (open_clip models): zero-shot is possible."""
+        """Whether the encoder can embed text (open_clip, transformers vision-text models):
+        zero-shot is possible."""
         return callable(getattr(self.model, "encode_text", None))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:

@@ -208,6 +208,8 @@ class Downloads:
                 " private: log in with `hf auth login`)"
             ) from error
         except (HfHubHTTPError, OSError) as error:
+            if is_cached(repo, choose):  # the hub misbehaves, but the cache has the files
+                return self._from_cache(repo, choose)
             raise self.unavailable(f"the hub did not answer: {error}") from error
         sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or ()}
         names = choose(sorted(sizes))
