@@ -165,6 +165,11 @@ def test_weight_free_means_no_trained_weights():
     assert not is_weight_free("open_clip:ViT-B-32/laion2b_s34b_b79k")
     assert not is_weight_free("open_clip:ViT-B-32@/models/vit.pt")
     assert is_weight_free("open_clip:ViT-L-14")
+    assert not is_weight_free("open_clip:hf-hub:timm/ViT-B-16-SigLIP2")
+    assert is_weight_free("timm:resnet50@random")
+    assert not is_weight_free("timm:resnet50.tv2_in1k")
+    assert not is_weight_free("timm:resnet50@/models/resnet50.safetensors")
+    assert not is_weight_free("hf:facebook/dinov2-small")
     assert not is_weight_free("baseline:foo")  # not an encoder at all
 
 

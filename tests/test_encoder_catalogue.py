@@ -82,7 +82,7 @@ def test_curated_models_say_they_need_a_download_until_cached(filled_cache):
     ):
         assert infos[name].needs_download and infos[name].status == "needs download"
     for name in ("timm:resnet50@random", "open_clip:ViT-B-32", "baseline:pixels"):
-        assert infos[name].weight_free and infos[name].status == "available offline"
+        assert infos[name].weight_free and infos[name].status == "no trained weights, offline"
     assert infos[DEFAULT_ENCODER].label == f"{DEFAULT_ENCODER} (available offline)"
 
 

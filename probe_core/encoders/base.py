@@ -141,10 +141,13 @@ class EncoderInfo:
 
     @property
     def status(self) -> str:
-        """``on disk, 352.1 MB``, ``needs download`` or ``available offline``."""
+        """``on disk, 352.1 MB``, ``needs download``, ``available offline`` or, for a
+        baseline or random weights, ``no trained weights, offline``."""
         if self.on_disk_bytes is not None:
             return f"on disk, {self.on_disk_bytes / 1e6:,.1f} MB"
-        return "needs download" if self.needs_download else "available offline"
+        if self.needs_download:
+            return "needs download"
+        return "no trained weights, offline" if self.weight_free else "available offline"
 
     @property
     def label(self) -> str:
