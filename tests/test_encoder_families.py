@@ -418,3 +418,22 @@ def test_the_hf_preprocessing_survives_pickling_for_dataloader_workers(dinov2_fo
     image = Image.new("RGB", (50, 40), "teal")
     assert torch.equal(restored(image), encoder.preprocess(image))
     assert repr(restored) == repr(encoder.preprocess)  # so the cache key survives too
+
+
+def test_a_text_tower_without_its_tokenizer_says_why_zero_shot_is_unavailable(
+    tmp_path, clip_folder
+):
+    import shutil
+
+    from probe_core.evaluation.zeroshot import unavailable_reason
+
+    folder = tmp_path / "clip-without-tokenizer"
+    shutil.copytree(clip_folder, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    encoder = load_encoder(f"hf:{folder}", device="cpu", precision="fp32")
+    assert encoder.encoder_id.endswith("#get_image_features") and not encoder.has_text_tower
+    assert unavailable_reason(encoder) == (
+        f"hf:{folder} has a text tower but its folder holds no tokenizer, so zero-shot is not"
+        " available"
+    )

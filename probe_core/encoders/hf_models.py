@@ -107,10 +107,11 @@ def _pooled(output) -> torch.Tensor:
 class ImageFeatures(nn.Module):
     """A ``transformers`` model's image features: ``feature`` names which (module docstring)."""
 
-    def __init__(self, model: nn.Module, feature: str):
+    def __init__(self, model: nn.Module, feature: str, no_text_reason: str = ""):
         super().__init__()
         self.model = model
         self.feature = feature
+        self.no_text_reason = no_text_reason  # a text tower that cannot be used, and why
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.feature == IMAGE_FEATURES:
@@ -215,7 +216,7 @@ def _features(
         pad = "siglip" in str(getattr(model.config, "model_type", ""))
         return ImageTextFeatures(model, tokenizer, pad_to_max_length=pad)
     if has_text:
-        return ImageFeatures(model, IMAGE_FEATURES)
+        return ImageFeatures(model, IMAGE_FEATURES, "its folder holds no tokenizer")
     with torch.inference_mode():
         outputs = model(pixel_values=preprocess(Image.new("RGB", (64, 64)))[None])
     pooler = getattr(outputs, "pooler_output", None)

@@ -106,6 +106,9 @@ def unavailable_reason(encoder: Encoder) -> str | None:
     """Why zero-shot cannot run with this encoder, or None when it can."""
     if encoder.has_text_tower:
         return None
+    why = getattr(encoder.model, "no_text_reason", "")  # a text tower it cannot use
+    if why:
+        return f"{encoder.name} has a text tower but {why}, so zero-shot is not available"
     return f"{encoder.name} has no text tower, so zero-shot is not available"
 
 
