@@ -52,6 +52,7 @@ from .export import (
     write_probe_files,
     write_run,
 )
+from .onnx_export import DEFAULT_CHECK_IMAGES, OnnxExportError, export_run
 from .predict import ProbeMismatchError, encoder_for, predict_items, predictions_table
 from .probe import ProbeError
 from .result_cache import HIT_MESSAGE, RESULTS_FOLDER, ResultCache
@@ -129,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_study_options(compare)
     _add_embed_command(commands)
     _add_predict_command(commands)
+    _add_export_command(commands)
     commands.add_parser(
         "encoders",
         help="list encoders: what is on disk, what each family offers, and ready sets to compare",
@@ -214,6 +216,31 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
     )
     embed.add_argument(
         "--no-cache", action="store_true", help="do not read or write the cache or reuse --out"
+    )
+
+
+def _add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="a run's encoder and probe as one file that classifies anywhere"
+        " (classifier.onnx, classifier.json, README.md), checked against predict",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a `run` output folder")
+    export.add_argument("--format", choices=("onnx",), required=True)
+    export.add_argument("--out", default=None, help="output folder (default: RUN_DIR/onnx)")
+    export.add_argument(
+        "--check-images",
+        default=None,
+        metavar="FOLDER_OR_ZIP",
+        help="where the run's images are now, for the self-check (default: the source"
+        " metrics.json records)",
+    )
+    export.add_argument(
+        "--check-count",
+        type=int,
+        default=None,
+        help="how many of the run's images the self-check classifies both ways"
+        " (default: 128, the classes taking turns)",
     )
 
 
@@ -555,6 +582,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """``export RUN_DIR --format onnx``: classifier.onnx, classifier.json, README.md."""
+    exported = export_run(
+        args.run_dir,
+        args.out,
+        check_images=args.check_images,
+        n_check=args.check_count or DEFAULT_CHECK_IMAGES,
+        log=print,
+    )
+    for path in exported.files:
+        print(f"wrote {path}")
+    return 0
+
+
 def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
     metrics = result.metrics
     protocol = result.protocol
@@ -732,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             return _embed(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "export":
+            return _export(args)
         return _run(args)
     except (
         EncoderError,
@@ -742,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         RayEngineError,
         ProbeFileError,
         ProbeMismatchError,
+        OnnxExportError,
         FileNotFoundError,
         NotADirectoryError,
     ) as error:

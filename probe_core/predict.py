@@ -23,11 +23,13 @@ from .probe import ProbeWeights
 
 @dataclass(frozen=True)
 class Prediction:
-    """Class probabilities for one new image (columns follow ``class_names``)."""
+    """Class probabilities for one new image (columns follow ``class_names``), and the
+    L2-normalised embedding the probe was applied to."""
 
     name: str
     class_names: list[str]
     probabilities: np.ndarray
+    embedding: np.ndarray | None = None
 
     @property
     def predicted(self) -> str:
@@ -121,7 +123,7 @@ def predict_items(
         else np.zeros((0, len(weights.class_names)))
     )
     predictions = [
-        Prediction(items[i].path, list(weights.class_names), row)
+        Prediction(items[i].path, list(weights.class_names), row, vectors[i])
         for i, row in zip(order, probabilities, strict=True)
     ]
     skipped = [SkippedItem(items[i].path, reason) for i, reason in sorted(failures.items())]
