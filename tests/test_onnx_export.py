@@ -43,7 +43,6 @@ from tests import badfiles
 from tests.conftest import DEMO_DIR
 
 
-
 def awkward_images() -> dict[str, bytes]:
     """Sizes on both sides of the resize and crop, every orientation, the modes people have."""
     rng = np.random.default_rng(0)
