@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -631,6 +632,24 @@ def run_images(
     return items, vectors
 
 
+def export_from_images(
+    weights: ProbeWeights,
+    out_dir: str | os.PathLike[str],
+    items: Sequence[ImageItem],
+    run_vectors: Mapping[str, np.ndarray] | None = None,
+    *,
+    n_check: int = DEFAULT_CHECK_IMAGES,
+    encoder: Encoder | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> OnnxExport:
+    """``export_onnx`` checked on up to ``n_check`` of ``items`` (the run's images; only those
+    with a vector in ``run_vectors`` when given), the classes taking turns."""
+    if run_vectors:
+        items = [item for item in items if item.path in run_vectors]
+    sample = sample_items(items, n_check)
+    return export_onnx(weights, out_dir, sample, encoder=encoder, run_vectors=run_vectors, log=log)
+
+
 def export_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -647,4 +666,13 @@ def export_run(
     refuse_unexportable(weights)
     items, vectors = run_images(run_dir, check_images)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "onnx"
-    return export_onnx(weights, out, sample_items(items, n_check), run_vectors=vectors, log=log)
+    return export_from_images(weights, out, items, vectors, n_check=n_check, log=log)
+
+
+def zip_export(exported: OnnxExport) -> bytes:
+    """The export's files as one zip archive (the app's download)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in exported.files:
+            archive.write(path, path.name)
+    return buffer.getvalue()
