@@ -21,9 +21,10 @@ classes must agree on at least ``MIN_CLASS_AGREEMENT`` of the images and probabi
 
 The card's description is exact for encoders whose preprocessing is a torchvision
 ``Resize(shorter side)`` (bilinear or bicubic) then ``CenterCrop``, then ``ToTensor`` and
-``Normalize`` (the bundled encoder, open_clip models; ``InputSpec.from_preprocess`` refuses
-anything else with the reason): Pillow computes those same pixels (torchvision's resize of
-a Pillow image is Pillow's ``resize``), tested image by image against the studio's own.
+``Normalize`` (the bundled encoder, open_clip and timm models; ``InputSpec.from_preprocess``
+refuses anything else with the reason, e.g. a transformers image processor): Pillow computes
+those same pixels (torchvision's resize of a Pillow image is Pillow's ``resize``), tested
+image by image against the studio's own.
 """
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ class InputSpec:
         ``Normalize``) pipeline, RGB conversions allowed; ``OnnxExportError`` otherwise."""
         steps = compose_steps(preprocess)
         shape = "Resize(shorter side), CenterCrop, ToTensor and Normalize"
+        processor = getattr(preprocess, "processor", None)
+        if steps is None and processor is not None:
+            raise OnnxExportError(
+                f"the encoder's preprocessing is a transformers image processor"
+                f" ({type(processor).__name__}), which resizes with its own code (torchvision"
+                " on tensors) rather than Pillow's, so classifier.json could not describe its"
+                " pixels exactly; ONNX export covers encoders with torchvision preprocessing"
+                " (the bundled encoder, open_clip and timm models)"
+            )
         if steps is None or len(steps[1]) > 1:
             raise OnnxExportError(
                 f"the encoder's preprocessing is not {shape}, so classifier.json could not"

@@ -69,20 +69,28 @@ def awkward_images() -> dict[str, bytes]:
     return images
 
 
-@pytest.mark.parametrize("name", ["bundled:efficientnet-lite0", "open_clip:ViT-B-32"])
-def test_the_cards_pixels_are_the_studios_pixels(name):
-    """classifier.json describes the bundled and open_clip preprocessing exactly: Pillow code
-    that follows the card gives the very pixels the studio feeds its encoder."""
+@pytest.mark.parametrize(
+    ("name", "size", "interpolation"),
+    [
+        ("bundled:efficientnet-lite0", 224, "bicubic"),
+        ("open_clip:ViT-B-32", 224, "bicubic"),
+        ("timm:test_vit@random", 160, "bicubic"),
+        ("timm:test_resnet@random", 160, "bilinear"),
+    ],
+)
+def test_the_cards_pixels_are_the_studios_pixels(name, size, interpolation):
+    """classifier.json describes the bundled, open_clip and timm preprocessing exactly: Pillow
+    code that follows the card gives the very pixels the studio feeds its encoder."""
     encoder = load_encoder(name, device="cpu", precision="fp32")
     spec = InputSpec.from_preprocess(encoder.preprocess)
     card = spec.card()
     assert {"size", "resize_shorter_to", "crop", "interpolation", "layout", "dtype"} <= set(card)
     assert (card["crop"], card["layout"], card["dtype"]) == ("center", "NHWC", "uint8")
-    assert card["interpolation"] == "bicubic" and card["size"] == [224, 224]
+    assert card["interpolation"] == interpolation and card["size"] == [size, size]
     split = encoder.split_preprocess
     for file, data in awkward_images().items():
         studio = split.pixels(load_image(data))
-        assert studio.shape == (224, 224, 3), file
+        assert studio.shape == (size, size, 3), file
         np.testing.assert_array_equal(card_pixels(data, card), studio, err_msg=file)
 
 
@@ -111,6 +119,15 @@ def test_the_card_refuses_preprocessing_it_cannot_describe():
         InputSpec.from_preprocess(padding)
     with pytest.raises(OnnxExportError, match="not Resize"):
         InputSpec.from_preprocess(lambda image: image)
+
+
+def test_a_transformers_image_processor_is_refused_with_the_reason(tmp_path):
+    from tests import tiny_models
+
+    folder = tiny_models.save_tiny_dinov2(tmp_path / "tiny-dinov2")
+    encoder = load_encoder(f"hf:{folder}", device="cpu", precision="fp32")
+    with pytest.raises(OnnxExportError, match=r"transformers image processor .*BitImageProcessor"):
+        InputSpec.from_preprocess(encoder.preprocess)
 
 
 def test_baselines_and_precomputed_probes_are_refused_with_the_reason():
@@ -285,9 +302,12 @@ def test_the_export_fails_loudly_when_the_graph_disagrees(
 
 
 @pytest.mark.slow
-def test_a_vit_exports_and_checks_itself(tmp_path):
-    """open_clip ViT-B-32 (random weights, offline): attention exports with a dynamic batch."""
-    study = Study(StudySettings(encoder="open_clip:ViT-B-32", projection="none", device="cpu"))
+@pytest.mark.parametrize(
+    ("name", "size", "dim"), [("open_clip:ViT-B-32", 224, 512), ("timm:test_vit@random", 160, 64)]
+)
+def test_a_vit_exports_and_checks_itself(tmp_path, name, size, dim):
+    """ViTs with random weights (offline): attention exports, with a dynamic batch."""
+    study = Study(StudySettings(encoder=name, projection="none", device="cpu"))
     dataset = scan(DEMO_DIR)
     dataset.items = [item for item in dataset.items if dataset.items.index(item) % 24 < 6]
     outcome = study.run(dataset)
@@ -297,14 +317,14 @@ def test_a_vit_exports_and_checks_itself(tmp_path):
         outcome.embeddings,
         outcome.result,
         study.final_probe(outcome.embeddings, outcome.result),
-        encoder_name="open_clip:ViT-B-32",
+        encoder_name=name,
         execution_path=study.encoder.precision,
     )
     exported = export_onnx(weights, tmp_path, sample_items(dataset.items, 24))
     assert exported.check.passed and exported.check.n_images == 24
-    assert exported.card["input"]["resize_shorter_to"] == 224
+    assert exported.card["input"]["size"] == [size, size]
     session = onnxruntime.InferenceSession(str(tmp_path / "classifier.onnx"))
     for n in (1, 5):
-        batch = np.random.default_rng(n).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+        batch = np.random.default_rng(n).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
         probabilities, embedding = session.run(None, {"pixels": batch})
-        assert probabilities.shape == (n, 6) and embedding.shape == (n, 512)
+        assert probabilities.shape == (n, 6) and embedding.shape == (n, dim)
