@@ -42,6 +42,14 @@ from .evaluation.duplicates import summary as duplicates_summary
 from .evaluation.fewshot import crossing_sentence
 from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import AUTO_CV_LIMIT, DEFAULT_FOLDS, PROTOCOLS, ProbeResult
+from .explain.explainer import ExplainError
+from .explain.run_dir import (
+    RunFolderError,
+    explain_images,
+    open_run,
+    summary_lines,
+    write_explanations,
+)
 from .export import (
     ProbeFileError,
     probe_weights,
@@ -131,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_embed_command(commands)
     _add_predict_command(commands)
     _add_export_command(commands)
+    _add_explain_command(commands)
     commands.add_parser(
         "encoders",
         help="list encoders: what is on disk, what each family offers, and ready sets to compare",
@@ -162,6 +171,44 @@ def _add_predict_command(commands: argparse._SubParsersAction) -> None:
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
     )
     _add_pipeline_options(predict)
+
+
+def _add_explain_command(commands: argparse._SubParsersAction) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="why did the probe decide this? nearest images, saliency with its deletion check,"
+        " and per-class shortcut flags, for images explained with a run's probe",
+    )
+    explain.add_argument("run_dir", metavar="RUN_DIR", help="a `probe-studio run` output folder")
+    explain.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="images to explain (the run's own or new ones; folders and .zip archives too)",
+    )
+    explain.add_argument("--k", type=int, default=8, help="nearest images per image (default: 8)")
+    explain.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        metavar="NAME",
+        help="explain this class (default: the class the run predicted for a run image, the"
+        " probe's prediction for a new one)",
+    )
+    explain.add_argument(
+        "--out", default="probe-explanations", help="output folder (default: probe-explanations)"
+    )
+    explain.add_argument(
+        "--per-class",
+        type=int,
+        default=8,
+        metavar="N",
+        help="correctly predicted images per class averaged into its mean saliency and"
+        " shortcut check (default: 8; 0 skips it)",
+    )
+    explain.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
 
 
 def _add_embed_command(commands: argparse._SubParsersAction) -> None:
@@ -596,6 +643,34 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    """``explain RUN_DIR IMAGE...``: neighbours.csv, saliency.npz, overlays, deletion.csv."""
+    if args.k < 1 or args.per_class < 0:
+        print("error: --k must be at least 1 and --per-class at least 0", file=sys.stderr)
+        return 2
+    run = open_run(args.run_dir, device=args.device)
+    images = scan_unlabelled(args.images)
+    if not images.items:
+        for item in images.skipped:
+            print(f"skipped  {item.path}: {item.reason}", file=sys.stderr)
+        print("error: no images to explain", file=sys.stderr)
+        return 2
+    outcome = explain_images(
+        run.explainer,
+        images.items,
+        k=args.k,
+        class_name=args.class_name,
+        per_class=args.per_class,
+        progress=lambda what: print(f"explaining {what}…", file=sys.stderr),
+    )
+    outcome.skipped[:0] = images.skipped
+    write_explanations(args.out, outcome)
+    for line in summary_lines(run, outcome):
+        print(line)
+    print(f"explanations written to {Path(args.out).resolve()}")
+    return 0 if outcome.explanations else 2
+
+
 def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
     metrics = result.metrics
     protocol = result.protocol
@@ -775,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "explain":
+            return _explain(args)
         return _run(args)
     except (
         EncoderError,
@@ -786,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
         ProbeFileError,
         ProbeMismatchError,
         OnnxExportError,
+        RunFolderError,
+        ExplainError,
         FileNotFoundError,
         NotADirectoryError,
     ) as error:

@@ -210,22 +210,27 @@ def _similar_pairs_exact(
     return np.concatenate(left), np.concatenate(right)
 
 
+def approximate_index(vectors: np.ndarray, seed: int = 0, n_neighbours: int | None = None):
+    """pynndescent's cosine nearest-neighbour index over ``vectors`` (two or more rows),
+    seeded: the approximate search used above ``EXACT_SEARCH_LIMIT`` images, and by
+    ``probe_core.explain.neighbours`` for nearest images in large sets. Its
+    ``neighbor_graph`` holds ``n_neighbours`` (default ``APPROXIMATE_NEIGHBOURS``) per row."""
+    from pynndescent import NNDescent  # slow to import (numba); only needed for big sets
+
+    wanted = APPROXIMATE_NEIGHBOURS if n_neighbours is None else n_neighbours
+    return NNDescent(
+        vectors, metric="cosine", n_neighbors=min(wanted, len(vectors) - 1), random_state=seed
+    )
+
+
 def _similar_pairs_approximate(
     vectors: np.ndarray, threshold: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs among each image's approximate nearest neighbours with cosine >= threshold."""
-    from pynndescent import NNDescent  # slow to import (numba); only needed for big sets
-
     n = len(vectors)
     if n < 2:
         return np.array([], dtype=np.intp), np.array([], dtype=np.intp)
-    index = NNDescent(
-        vectors,
-        metric="cosine",
-        n_neighbors=min(APPROXIMATE_NEIGHBOURS, n - 1),
-        random_state=seed,
-    )
-    neighbours, _ = index.neighbor_graph
+    neighbours, _ = approximate_index(vectors, seed).neighbor_graph
     left = np.repeat(np.arange(n), neighbours.shape[1])
     right = neighbours.ravel()
     found = (right >= 0) & (right != left)
