@@ -15,10 +15,10 @@ import streamlit as st
 from probe_core.embeddings_io import EmbeddingsFileError, read_for_comparison
 from probe_core.encoders import EncoderError, EncoderInfo
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
-from probe_core.evaluation.fewshot import crossing_sentence, fewshot_figure, fewshot_table
+from probe_core.evaluation.fewshot import crossing_sentence, fewshot_table
 from probe_core.evaluation.intervals import Estimate
 from probe_core.evaluation.zeroshot import default_templates, template_text
-from probe_core.figures import confusion_figure, embedding_figure
+from probe_core.figures import confusion_figure, embedding_figure, fewshot_figure
 from probe_core.probe import ProbeError
 from probe_core.projection import Projection, project
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_path

@@ -16,11 +16,11 @@ from .embeddings import Embeddings
 from .embeddings_io import embeddings_metadata, write_parquet
 from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table
-from .evaluation.fewshot import fewshot_figure, fewshot_table
+from .evaluation.fewshot import fewshot_table
 from .evaluation.label_issues import label_issues_table
 from .evaluation.map_quality import DEFAULT_NEIGHBOURS, projection_table
 from .evaluation.protocols import ProbeResult
-from .figures import confusion_figure, embedding_figure
+from .figures import confusion_figure, embedding_figure, fewshot_figure
 from .probe import ProbeWeights
 from .projection import Projection, score_map
 

@@ -1,6 +1,8 @@
-"""Plotly figures: confusion matrix, embedding map, C-sweep validation curve."""
+"""Plotly figures: confusion matrix, embedding map, C-sweep validation curve, few-shot curve."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -8,6 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from .embeddings import Embeddings
+from .evaluation.fewshot import FewShotCurve
 from .evaluation.metrics import Metrics
 from .evaluation.protocols import ProbeResult
 from .probe import SweepResult
@@ -162,6 +165,71 @@ def sweep_figure(sweep: SweepResult) -> go.Figure:
         title=f"Choosing C ({sweep.method}, never the test set)",
         xaxis={"title": "C (inverse regularisation strength)", "type": "log"},
         yaxis={"title": "validation accuracy", "range": [0, 1.02]},
+        margin={"t": 60},
+    )
+    return figure
+
+
+def fewshot_figure(
+    curves: Sequence[FewShotCurve], zero_shot: dict[str, float] | None = None
+) -> go.Figure:
+    """Accuracy against images per class (log axis): a line and 95% band per encoder, and
+    a dashed horizontal line per zero-shot accuracy (keyed by encoder name)."""
+    palette = px.colors.qualitative.Plotly
+    names = [curve.encoder for curve in curves]
+    names += [name for name in zero_shot or {} if name not in names]
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    all_k = [point.k for curve in curves for point in curve.points] or [1]
+    figure = go.Figure()
+    for curve in curves:
+        if not curve.points:
+            continue
+        ks = [p.k for p in curve.points]
+        figure.add_trace(
+            go.Scatter(
+                x=ks + ks[::-1],
+                y=[p.high for p in curve.points] + [p.low for p in curve.points][::-1],
+                fill="toself",
+                fillcolor=colour[curve.encoder],
+                opacity=0.2,
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=curve.encoder,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=ks,
+                y=[p.accuracy for p in curve.points],
+                mode="lines+markers",
+                name=curve.encoder,
+                line={"color": colour[curve.encoder]},
+                legendgroup=curve.encoder,
+                customdata=[[p.low, p.high, p.draws] for p in curve.points],
+                hovertemplate=(
+                    "k = %{x} images per class<br>accuracy = %{y:.3f}"
+                    " (%{customdata[0]:.3f}-%{customdata[1]:.3f} over %{customdata[2]} draws)"
+                    "<extra>%{fullData.name}</extra>"
+                ),
+            )
+        )
+    for name, accuracy in (zero_shot or {}).items():
+        # A trace rather than add_hline, so that it has a legend entry of its own.
+        figure.add_trace(
+            go.Scatter(
+                x=[min(all_k), max(all_k)],
+                y=[accuracy, accuracy],
+                mode="lines",
+                name=f"{name} zero-shot ({accuracy:.3f})",
+                line={"dash": "dash", "color": colour[name]},
+                hovertemplate=f"{name} zero-shot accuracy = {accuracy:.3f}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title="Few-shot curve: accuracy with k training images per class",
+        xaxis={"title": "images per class (k)", "type": "log", "tickvals": sorted(set(all_k))},
+        yaxis={"title": "accuracy", "range": [0, 1.02]},
         margin={"t": 60},
     )
     return figure

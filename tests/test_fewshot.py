@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -14,12 +17,13 @@ from probe_core.evaluation.fewshot import (
     crossing_point,
     crossing_sentence,
     fewshot_curve,
-    fewshot_figure,
     fewshot_table,
 )
 from probe_core.evaluation.protocols import run_probe
 from probe_core.evaluation.splits import Split
+from probe_core.figures import fewshot_figure
 from probe_core.probe import LinearProbe
+from tests.conftest import REPO
 from tests.test_probe import clustered_embeddings
 
 
@@ -193,3 +197,62 @@ def test_figure_has_a_log_axis_a_band_per_encoder_and_dashed_zero_shot_lines():
     (zero_shot_line,) = [t for t in figure.data if t.line.dash == "dash"]
     assert list(zero_shot_line.y) == [0.65, 0.65]
     assert zero_shot_line.line.color == lines[0].line.color
+
+
+@pytest.mark.slow
+def test_the_batched_curve_stays_within_the_spread_of_per_draw_probes():
+    """The fast curve (stacked fits, one C per fold and k) against the reference: a
+    ``LinearProbe`` per draw choosing its own C. Same draws; every mean within the
+    reference's 2.5-97.5% band over draws."""
+    embeddings = clustered_embeddings([18, 18, 18, 18], dim=64, spread=3.0, seed=4)
+    result = run_probe(embeddings, protocol="cv", folds=3, seed=0, probe=fixed_c_probe())
+    reference = fewshot_curve(embeddings, result, fit="per-draw")
+    batched = fewshot_curve(embeddings, result)
+    assert batched.shots == reference.shots == [1, 2, 4, 8]
+    for fast, slow in zip(batched.points, reference.points, strict=True):
+        assert slow.low <= fast.accuracy <= slow.high, (fast.k, fast.accuracy, slow)
+    # below the selection threshold both fit the same probe (C fixed): the same accuracies
+    for fast, slow in zip(batched.points[:2], reference.points[:2], strict=True):
+        np.testing.assert_allclose(fast.accuracies, slow.accuracies, atol=1 / 72)
+
+
+def test_one_c_per_fold_and_k_is_shared_by_the_draws_and_never_sees_the_scored_images():
+    embeddings = clustered_embeddings([16, 16, 16], dim=24, spread=2.5, seed=7)
+    result = run_probe(embeddings, protocol="holdout", test_size=0.4, seed=0, probe=fixed_c_probe())
+    curve = fewshot_curve(embeddings, result, shots=[4, 8], draws=6, record=True)
+    for k in (4, 8):
+        drawn = [d for d in curve.recorded if d.k == k]
+        assert len({d.chosen_c for d in drawn}) == 1
+        assert all(d.c_method.startswith("shared by the draws") for d in drawn)
+    # Scrambling the scored images' embeddings changes the scores, never the C chosen.
+    scrambled = embeddings.vectors.copy()
+    rng = np.random.default_rng(0)
+    scrambled[result.evaluated] = rng.normal(size=(len(result.evaluated), 24))
+    embeddings.vectors = scrambled
+    again = fewshot_curve(embeddings, result, shots=[4, 8], draws=6, record=True)
+    assert [d.chosen_c for d in again.recorded] == [d.chosen_c for d in curve.recorded]
+    assert again.points != curve.points
+
+
+def test_a_fixed_c_probe_fixes_c_at_every_k():
+    embeddings = clustered_embeddings([12, 12, 12], seed=1)
+    result = run_probe(embeddings, protocol="holdout", seed=0, probe=fixed_c_probe())
+    curve = fewshot_curve(embeddings, result, draws=2, probe=LinearProbe(C=7.0), record=True)
+    assert {d.chosen_c for d in curve.recorded if d.k >= MIN_SHOTS_FOR_C_SELECTION} == {7.0}
+
+
+def test_an_unknown_fit_method_is_refused(cv_run):
+    embeddings, result = cv_run
+    with pytest.raises(ValueError, match="fit must be one of batched, per-draw"):
+        fewshot_curve(embeddings, result, fit="fast")
+
+
+def test_evaluation_modules_load_neither_plotly_nor_torch():
+    code = (
+        "import sys, probe_core.evaluation.fewshot, probe_core.evaluation.label_issues;"
+        "print(sorted(m for m in ('plotly', 'torch') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.strip()
+    assert loaded == "[]"
