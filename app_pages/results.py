@@ -13,6 +13,7 @@ from probe_core.export import (
     predictions_table,
     result_duplicates_table,
     result_label_issues_table,
+    result_low_confidence_table,
 )
 from probe_core.figures import confusion_figure, sweep_figure
 from studio import shared
@@ -108,32 +109,54 @@ def confusion(current: shared.Session, table: pd.DataFrame) -> None:
 
 def label_issues(current: shared.Session) -> None:
     st.subheader("Possible label errors")
-    result = current.result
+    result, paths = current.result, current.embeddings.paths
+    names = result.class_names
     table = result_label_issues_table(current.embeddings, result)
-    if table.empty:
+    unsure = result_low_confidence_table(current.embeddings, result)
+    if table.empty and unsure.empty:
         st.write("cleanlab found no image whose label looks wrong.")
         return
-    st.caption(
-        f"{len(table)} images whose out-of-sample probabilities disagree with their folder"
-        " (cleanlab, confident learning), most suspicious first: worth a look."
-    )
-    issues = {current.embeddings.paths[issue.index]: issue for issue in result.label_issues}
-    image_grid(
-        current,
-        table.head(18),
-        lambda row: (
-            f"labelled {row['given']}, looks like {row['suggested']}"
-            f" (p={issues[row['path']].probability_suggested:.2f}"
-            f" vs {issues[row['path']].probability_given:.2f})"
-        ),
-    )
-    st.download_button(
-        "Download label_issues.csv",
-        table.to_csv(index=False),
-        file_name="label_issues.csv",
-        mime="text/csv",
-        key="download_label_issues",
-    )
+    if table.empty:
+        st.write("No image looks more like another class than like its folder's.")
+    else:
+        images = "image" if len(table) == 1 else "images"
+        st.caption(
+            f"{len(table)} {images} whose out-of-sample probabilities favour another class than"
+            " their folder's (cleanlab, confident learning), most suspicious first: worth a look."
+        )
+        issues = {paths[issue.index]: issue for issue in result.label_issues}
+        image_grid(
+            current,
+            table.head(18),
+            lambda row: f"{PurePath(row['path']).name}: {issues[row['path']].sentence(names)}",
+        )
+        st.download_button(
+            "Download label_issues.csv",
+            table.to_csv(index=False),
+            file_name="label_issues.csv",
+            mime="text/csv",
+            key="download_label_issues",
+        )
+    if not unsure.empty:
+        st.markdown("**Low confidence in its own label**")
+        images = "image" if len(unsure) == 1 else "images"
+        st.caption(
+            f"{len(unsure)} more flagged {images} whose folder's class is still the most likely,"
+            " only with a low probability; the runner-up is the next most likely class."
+        )
+        flagged = {paths[item.index]: item for item in result.low_confidence_labels}
+        image_grid(
+            current,
+            unsure.head(12),
+            lambda row: f"{PurePath(row['path']).name}: {flagged[row['path']].sentence(names)}",
+        )
+        st.download_button(
+            "Download low_confidence_labels.csv",
+            unsure.to_csv(index=False),
+            file_name="low_confidence_labels.csv",
+            mime="text/csv",
+            key="download_low_confidence_labels",
+        )
 
 
 def duplicates(current: shared.Session) -> None:

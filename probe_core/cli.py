@@ -51,6 +51,7 @@ from .explain.run_dir import (
     write_explanations,
 )
 from .export import (
+    LOW_CONFIDENCE_FILE,
     ProbeFileError,
     probe_weights,
     read_probe,
@@ -705,12 +706,20 @@ def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
         print(f"                 {CROSS_VALIDATION_CAVEAT}")
     if result.duplicates is not None:
         print(f"duplicates       {duplicates_summary(result.duplicates)} (duplicates.csv)")
-    print(f"label issues     {len(result.label_issues)} images look mislabelled (label_issues.csv)")
-    for issue in result.label_issues[:5]:
+    issues, unsure = result.label_issues, result.low_confidence_labels
+    images = "image looks" if len(issues) == 1 else "images look"
+    print(f"label issues     {len(issues)} {images} like another class (label_issues.csv)")
+    indent = " " * 17
+    for issue in issues[:5]:
+        print(f"{indent}{embeddings.paths[issue.index]}: {issue.sentence(result.class_names)}")
+    if unsure:
+        images = "image has" if len(unsure) == 1 else "images have"
         print(
-            f"                 {embeddings.paths[issue.index]}: labelled"
-            f" {result.class_names[issue.given]}, looks like {result.class_names[issue.suggested]}"
+            f"low confidence   {len(unsure)} more flagged {images} low confidence in their own"
+            f" label, which is still the most likely ({LOW_CONFIDENCE_FILE})"
         )
+        for item in unsure[:3]:
+            print(f"{indent}{embeddings.paths[item.index]}: {item.sentence(result.class_names)}")
     for skipped in embeddings.skipped[:10]:
         print(f"skipped          {skipped.path}: {skipped.reason}")
     if len(embeddings.skipped) > 10:

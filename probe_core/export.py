@@ -17,7 +17,7 @@ from .embeddings_io import embeddings_metadata, write_parquet
 from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table
 from .evaluation.fewshot import fewshot_table
-from .evaluation.label_issues import label_issues_table
+from .evaluation.label_issues import label_issues_table, low_confidence_table
 from .evaluation.map_quality import DEFAULT_NEIGHBOURS, projection_table
 from .evaluation.protocols import ProbeResult
 from .figures import confusion_figure, embedding_figure, fewshot_figure
@@ -36,9 +36,11 @@ RUN_OUTPUTS = (
     "skipped.csv",
     "duplicates.csv",
     "label_issues.csv",
+    "low_confidence_labels.csv",
     "projection.csv",
     "map_quality.json",
 )
+LOW_CONFIDENCE_FILE = "low_confidence_labels.csv"
 MAP_OUTPUT = "umap.html"
 MAP_OUTPUTS = (MAP_OUTPUT, "projection.csv", "map_quality.json")  # written with every map
 
@@ -85,8 +87,15 @@ def result_duplicates_table(embeddings: Embeddings, result: ProbeResult) -> pd.D
 
 
 def result_label_issues_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
-    """label_issues.csv: ``path,given,suggested,score``, most suspicious first."""
+    """label_issues.csv: ``path,given,suggested,score``, most suspicious first: flagged images
+    whose most likely class is another one (``suggested``, never ``given``)."""
     return label_issues_table(result.label_issues, embeddings.paths, result.class_names)
+
+
+def result_low_confidence_table(embeddings: Embeddings, result: ProbeResult) -> pd.DataFrame:
+    """low_confidence_labels.csv: ``path,given,runner_up,score``, most suspicious first:
+    flagged images whose given class is still the most likely, with low confidence."""
+    return low_confidence_table(result.low_confidence_labels, embeddings.paths, result.class_names)
 
 
 def protocol_document(result: ProbeResult) -> dict:
@@ -142,6 +151,7 @@ def metrics_document(
             "leaks": len(duplicates.leaks) if duplicates else 0,
         },
         "label_issues": len(result.label_issues),
+        "low_confidence_labels": len(result.low_confidence_labels),
         "metrics": result.metrics.to_dict(),
     }
 
@@ -172,6 +182,7 @@ def write_run(
     skipped_table(embeddings.skipped).to_csv(paths["skipped.csv"], index=False)
     result_duplicates_table(embeddings, result).to_csv(paths["duplicates.csv"], index=False)
     result_label_issues_table(embeddings, result).to_csv(paths["label_issues.csv"], index=False)
+    result_low_confidence_table(embeddings, result).to_csv(paths[LOW_CONFIDENCE_FILE], index=False)
     written = list(paths.values())
     if projection is not None:
         written.extend(write_map(out, embeddings, result, projection))

@@ -45,7 +45,7 @@ from .cache import STALE_TEMP_SECONDS, default_cache_dir
 from .embeddings import Embeddings
 from .evaluation.duplicates import DuplicateGroup, Duplicates
 from .evaluation.intervals import Estimate
-from .evaluation.label_issues import LabelIssue
+from .evaluation.label_issues import LabelIssue, LowConfidenceLabel
 from .evaluation.map_quality import MapQuality
 from .evaluation.metrics import ClassMetrics, Metrics
 from .evaluation.protocols import ProbeResult, ProtocolChoice, run_probe
@@ -74,6 +74,7 @@ _DATACLASSES = {
         Duplicates,
         DuplicateGroup,
         LabelIssue,
+        LowConfidenceLabel,
         Projection,
         MapScore,
         MapQuality,

@@ -268,6 +268,22 @@ def test_results_page_shows_headline_metrics_each_with_a_95_ci(demo_run):
     assert per_class["support"].sum() == 144
 
 
+def test_label_issue_cards_never_say_an_image_looks_like_its_own_class(demo_run):
+    at = open_page(demo_run.at, RESULTS)
+    result = study(at).result
+    cards = [c for c in values(at.caption) if ": labelled " in c]
+    assert not [c for c in cards if re.search(r"labelled (\S+), looks like \1\b", c)]
+    looks_like = [c for c in cards if ", looks like " in c]
+    assert len(looks_like) == min(18, len(result.label_issues)) > 0
+    # on the demo, cleanlab also flags images whose own class is still the most likely
+    assert result.low_confidence_labels
+    assert "**Low confidence in its own label**" in values(at.markdown)
+    unsure = [c for c in cards if "low confidence" in c and "runner-up" in c]
+    assert len(unsure) == min(12, len(result.low_confidence_labels))
+    downloads = [d.label for d in at.get("download_button")]
+    assert "Download low_confidence_labels.csv" in downloads
+
+
 def test_clicking_a_confusion_cell_lists_its_held_out_images(demo_run):
     at = open_page(demo_run.at, RESULTS)
     m = study(at).result.metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -38,6 +39,12 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     assert list(pd.read_csv(out / "duplicates.csv").columns) == ["group", "path", "label"]
     issues = pd.read_csv(out / "label_issues.csv")
     assert list(issues.columns) == ["path", "given", "suggested", "score"]
+    assert len(issues) and not (issues["given"] == issues["suggested"]).any()
+    unsure = pd.read_csv(out / "low_confidence_labels.csv")
+    assert list(unsure.columns) == ["path", "given", "runner_up", "score"]
+    assert len(unsure) and not (unsure["given"] == unsure["runner_up"]).any()
+    assert metrics["label_issues"] == len(issues)
+    assert metrics["low_confidence_labels"] == len(unsure)
     assert {f"p({name})" for name in metrics["classes"]} <= set(predictions.columns)
     embeddings = pd.read_parquet(out / "embeddings.parquet")
     assert len(embeddings) == 144 and len(embeddings["vector"][0]) == 1280
@@ -47,6 +54,9 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     assert "accuracy" in printed and "95% CI" in printed and "chosen C" in printed
     assert "5-fold cross-validation" in printed and "never saw it" in printed
     assert "duplicates" in printed and "label issues" in printed
+    assert "like another class (label_issues.csv)" in printed
+    assert "low confidence in their own label" in printed and "runner-up" in printed
+    assert not re.search(r"labelled (\S+), looks like \1\b", printed)
     assert "Clopper-Pearson" in printed
 
     again = main(

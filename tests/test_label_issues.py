@@ -11,7 +11,14 @@ import pytest
 
 from probe_core.dataset import scan_folder
 from probe_core.embed import extract_embeddings
-from probe_core.evaluation.label_issues import LabelIssue, find_label_issues, label_issues_table
+from probe_core.evaluation.label_issues import (
+    LabelIssue,
+    LowConfidenceLabel,
+    find_label_issues,
+    label_issues_table,
+    low_confidence_table,
+    review_labels,
+)
 from probe_core.evaluation.protocols import run_probe
 from tests.conftest import DEMO_DIR
 
@@ -55,6 +62,70 @@ def test_confidently_mislabelled_images_are_flagged_first_with_their_true_class(
         assert issue.score == pytest.approx(0.02)
     scores = [issue.score for issue in issues]
     assert scores == sorted(scores)
+
+
+def hard_to_tell_apart() -> tuple[np.ndarray, np.ndarray]:
+    """Four classes a probe barely separates (self-confidence around 0.4): cleanlab then flags
+    more images than those whose most likely class is another, as on the demo and the
+    textile folder of issue 17."""
+    labels = np.repeat(np.arange(4), 15)
+    alpha = np.ones((60, 4))
+    alpha[np.arange(60), labels] = 2.0
+    rng = np.random.default_rng(1)
+    return labels, np.stack([rng.dirichlet(row) for row in alpha])
+
+
+def test_no_flagged_image_is_said_to_look_like_its_own_class():
+    labels, probabilities = hard_to_tell_apart()
+    review = review_labels(labels, probabilities)
+    assert review.issues and review.low_confidence
+    for issue in review.issues:
+        assert issue.suggested != issue.given
+        assert issue.suggested == probabilities[issue.index].argmax()
+    table = label_issues_table(review.issues, [f"{i}.png" for i in range(60)], list("ABCD"))
+    assert len(table) == len(review.issues)
+    assert not (table["given"] == table["suggested"]).any()
+    assert find_label_issues(labels, probabilities) == review.issues
+
+
+def test_images_still_most_likely_their_own_class_form_the_low_confidence_group():
+    labels, probabilities = hard_to_tell_apart()
+    review = review_labels(labels, probabilities)
+    for item in review.low_confidence:
+        assert probabilities[item.index].argmax() == item.given == labels[item.index]
+        second = np.argsort(probabilities[item.index])[-2]
+        assert item.runner_up == second != item.given
+        assert item.probability_runner_up == probabilities[item.index, second]
+    assert not {i.index for i in review.issues} & {i.index for i in review.low_confidence}
+    scores = [item.score for item in review.low_confidence]
+    assert scores == sorted(scores)
+    names = list("ABCD")
+    table = low_confidence_table(review.low_confidence, [f"{i}.png" for i in range(60)], names)
+    assert list(table.columns) == ["path", "given", "runner_up", "score"]
+    assert not (table["given"] == table["runner_up"]).any()
+    assert LowConfidenceLabel(3, 0, 1, 0.2, 0.36, 0.34).sentence(names) == (
+        "labelled A, low confidence (p(A) = 0.36); runner-up B (p(B) = 0.34)"
+    )
+    assert LabelIssue(3, 0, 2, 0.05, 0.05, 0.81).sentence(names) == (
+        "labelled A, looks like C (p(C) = 0.81, p(A) = 0.05)"
+    )
+
+
+def test_a_tie_with_the_given_class_is_low_confidence_not_another_class():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array(
+        [[0.9, 0.1], [0.8, 0.2], [0.5, 0.5], [0.1, 0.9], [0.2, 0.8], [0.5, 0.5]]
+    )
+    review = review_labels(labels, probabilities)
+    assert all(probabilities[i.index, i.suggested] > 0.5 for i in review.issues)
+    assert 5 not in {i.index for i in review.issues}  # labelled 1 at 0.5 vs 0.5
+
+
+def test_a_label_issue_that_suggests_its_own_class_cannot_be_made():
+    with pytest.raises(ValueError, match="another class"):
+        LabelIssue(index=0, given=2, suggested=2, score=0.2, probability_given=0.3,
+                   probability_suggested=0.3)  # fmt: skip
+    assert LowConfidenceLabel(0, 2, 1, 0.2, 0.3, 0.29).runner_up == 1
 
 
 def test_clean_labels_flag_almost_nothing():

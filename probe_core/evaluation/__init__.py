@@ -6,7 +6,7 @@ One concept per module: ``protocols`` (cv, holdout, given, auto), ``splits``, ``
 
 from .duplicates import DEFAULT_DUPLICATE_COSINE, Duplicates, find_duplicates
 from .intervals import Estimate
-from .label_issues import LabelIssue, find_label_issues
+from .label_issues import LabelIssue, LowConfidenceLabel, find_label_issues, review_labels
 from .metrics import Metrics
 from .protocols import PROTOCOLS, ProbeResult, ProtocolChoice, run_probe
 from .splits import Split, stratified_split
@@ -17,12 +17,14 @@ __all__ = [
     "Duplicates",
     "Estimate",
     "LabelIssue",
+    "LowConfidenceLabel",
     "Metrics",
     "ProbeResult",
     "ProtocolChoice",
     "Split",
     "find_duplicates",
     "find_label_issues",
+    "review_labels",
     "run_probe",
     "stratified_split",
 ]

@@ -24,7 +24,7 @@ from sklearn.base import clone
 from ..embeddings import Embeddings
 from ..probe import LinearProbe, ProbeError, SweepResult
 from .duplicates import DEFAULT_DUPLICATE_COSINE, Duplicates, find_duplicates
-from .label_issues import LabelIssue, find_label_issues
+from .label_issues import LabelIssue, LowConfidenceLabel, review_labels
 from .metrics import Metrics, compute_metrics
 from .splits import (
     Split,
@@ -97,7 +97,8 @@ class ProbeResult:
     fold_sweeps: list[SweepResult] = field(default_factory=list)
     repeat_accuracies: list[float] = field(default_factory=list)
     duplicates: Duplicates | None = None
-    label_issues: tuple[LabelIssue, ...] = ()
+    label_issues: tuple[LabelIssue, ...] = ()  # flagged, and most like another class
+    low_confidence_labels: tuple[LowConfidenceLabel, ...] = ()  # flagged, own class still first
     excluded_classes: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -216,7 +217,7 @@ def run_probe(
     evaluated, probabilities = scoring.evaluated, scoring.probabilities
     predictions = np.argmax(probabilities, axis=1)
     metrics = compute_metrics(y[evaluated], predictions, probabilities, kept_names, seed=seed)
-    issues = find_label_issues(y[evaluated], probabilities, indices=evaluated)
+    review = review_labels(y[evaluated], probabilities, indices=evaluated)
     if duplicates is not None:
         messages += _duplicate_messages(duplicates, choice)
     return ProbeResult(
@@ -235,7 +236,8 @@ def run_probe(
         fold_sweeps=scoring.fold_sweeps,
         repeat_accuracies=scoring.repeat_accuracies,
         duplicates=duplicates,
-        label_issues=issues,
+        label_issues=review.issues,
+        low_confidence_labels=review.low_confidence,
         excluded_classes=excluded,
         messages=messages,
         seconds=time.perf_counter() - started,
