@@ -18,6 +18,19 @@ from .projection import Projection
 
 COLOR_BY = ("true", "predicted", "correct")
 NOT_SCORED = "train (not scored)"
+# One qualitative colour per class, by its position in the class list, set on the figure
+# itself: a standalone file then draws what the app draws (Streamlit's own template only holds
+# placeholder colours, #000001 …, that its front end replaces). D3's category10, then
+# Alphabet's colours without its two palest; beyond 34 classes the colours repeat.
+CLASS_COLOURS = (
+    *px.colors.qualitative.D3,
+    *(c for c in px.colors.qualitative.Alphabet if c not in ("#F7E1A0", "#E2E2E2")),
+)
+
+
+def class_colours(class_names: Sequence[str]) -> dict[str, str]:
+    """Each class's colour, the same in every figure of a study."""
+    return {name: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, name in enumerate(class_names)}
 
 
 def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
@@ -66,11 +79,20 @@ def confusion_figure(metrics: Metrics, normalize: bool = False) -> go.Figure:
             name="cells",
         )
     )
+    # Every class named on both axes (a category axis may otherwise thin its labels), and the
+    # margins grown to fit the names wherever the figure is drawn (automargin).
+    ticks = {"tickmode": "array", "tickvals": list(names), "ticktext": list(names)}
     figure.update_layout(
         title="Confusion matrix (every evaluated image)"
         + (", row-normalised" if normalize else ""),
-        xaxis={"title": "predicted class", "side": "bottom", "tickangle": -30},
-        yaxis={"title": "true class", "autorange": "reversed"},
+        xaxis={
+            "title": "predicted class",
+            "side": "bottom",
+            "tickangle": -30,
+            "automargin": True,
+            **ticks,
+        },
+        yaxis={"title": "true class", "autorange": "reversed", "automargin": True, **ticks},
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return figure
@@ -120,7 +142,12 @@ def embedding_figure(
             "predicted": [*embeddings.class_names, NOT_SCORED],
             "correct": ["correct", "wrong", NOT_SCORED],
         },
-        "color_discrete_map": {NOT_SCORED: "lightgrey", "correct": "#2ca02c", "wrong": "#d62728"},
+        "color_discrete_map": {
+            **class_colours(embeddings.class_names),
+            NOT_SCORED: "lightgrey",
+            "correct": "#2ca02c",
+            "wrong": "#d62728",
+        },
     }
     label = f"{projection.method.upper()} of normalised embeddings, coloured by {color_by} class"
     if projection.n_components == 3:

@@ -182,7 +182,8 @@ def test_html_report_is_standalone():
     assert page.count("plotly.js v") >= 1  # plotly.js inlined once, no CDN
     assert not re.search(r"<script[^>]*src=[\"']?https?:", page)  # nothing from the network
     assert "Confusion matrix" in page and "Choosing C" in page
-    assert str(result.metrics.accuracy) in page
+    accuracy = result.metrics.accuracy
+    assert f"{accuracy.value:.1%}" in page and f"95% CI {accuracy.low:.1%} to" in page
 
 
 def test_html_report_says_which_protocol_ran_and_what_the_intervals_mean():
