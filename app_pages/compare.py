@@ -382,11 +382,12 @@ def downloads(run: ComparisonRun) -> None:
     }
     if run.fewshot_asked:
         tables["fewshot.csv"] = fewshot_table(run.outcome.fewshot)
+    stem = run.session.file_stem(comparison.names) if run.session else "comparison"
     for column, (file_name, table) in zip(st.columns(len(tables)), tables.items(), strict=True):
         column.download_button(
             f"Download {file_name}",
             table.to_csv(index=False),
-            file_name=file_name,
+            file_name=f"{stem}_{file_name}",
             mime="text/csv",
             key=f"download_{file_name}",
         )

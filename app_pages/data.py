@@ -4,6 +4,7 @@ precomputed embeddings, preview, run."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def _uploader_key(name: str) -> str:
 
 def _take(files: list[tuple[str, bytes]], label: str, counter: str) -> None:
     if files:
-        shared.set_dataset(shared.workspace().add_files(files), label)
+        shared.set_dataset(shared.workspace().add_files(files), label, name="upload")
         _bump(counter)
         st.rerun()
 
@@ -87,7 +88,7 @@ def choose_images() -> None:
                 st.error(str(error))
                 _bump("zip")  # else every rerun takes the bad zip again, replacing newer uploads
             else:
-                shared.set_dataset(dataset, f"Zip: {upload.name}")
+                shared.set_dataset(dataset, f"Zip: {upload.name}", name=Path(upload.name).stem)
                 _bump("zip")
                 st.rerun()
     with build:
@@ -122,7 +123,9 @@ def build_classes() -> None:
         if sum(len(v) for v in collected.values()) == 0:
             st.warning("Add images to at least two classes first.")
         else:
-            shared.set_dataset(shared.workspace().add_classes(collected), "Classes built here")
+            shared.set_dataset(
+                shared.workspace().add_classes(collected), "Classes built here", name="classes"
+            )
             st.rerun()
 
 
@@ -140,7 +143,7 @@ def server_folder() -> None:
         except FolderNotAllowedError as error:
             st.error(str(error))
         else:
-            shared.set_dataset(scan_folder(folder), f"Server folder {folder}")
+            shared.set_dataset(scan_folder(folder), f"Server folder {folder}", name=folder.name)
             st.rerun()
 
 
@@ -191,7 +194,7 @@ def open_embeddings() -> None:
                 root = str(resolve_server_folder(image_root, roots))
             except FolderNotAllowedError as error:
                 st.warning(f"No thumbnails: {error}")
-        shared.set_embeddings(embeddings, label, root)
+        shared.set_embeddings(embeddings, label, root, name=Path(embeddings.source).stem)
         st.rerun()
 
 

@@ -169,7 +169,7 @@ if current is not None:
         st.download_button(
             "Download selection as CSV",
             frame[["path", "true", "predicted", "split"]].to_csv(index=False),
-            file_name="selection.csv",
+            file_name=f"{current.file_stem()}_selection.csv",
             mime="text/csv",
         )
         thumbs = shared.thumbnails_for(current, selected[:60])

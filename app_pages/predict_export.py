@@ -117,30 +117,34 @@ def downloads(current: shared.Session) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
     weights = session_probe(current)
+    stem = current.file_stem()
     parquet = io.BytesIO()
     embeddings_table(embeddings).to_parquet(parquet, index=False)
     columns = st.columns(3)
     columns[0].download_button(
         "Embeddings (Parquet)",
         parquet.getvalue(),
-        file_name="embeddings.parquet",
+        file_name=f"{stem}_embeddings.parquet",
         mime="application/octet-stream",
     )
     columns[1].download_button(
         "Predictions (CSV)",
         predictions_table(embeddings, result).to_csv(index=False),
-        file_name="predictions.csv",
+        file_name=f"{stem}_predictions.csv",
         mime="text/csv",
     )
     columns[2].download_button(
         "Probe (safetensors)",
         probe_to_safetensors(weights),
-        file_name="probe.safetensors",
+        file_name=f"{stem}_probe.safetensors",
         mime="application/octet-stream",
     )
     columns = st.columns(3)
     columns[0].download_button(
-        "Probe (JSON)", probe_to_json(weights), file_name="probe.json", mime="application/json"
+        "Probe (JSON)",
+        probe_to_json(weights),
+        file_name=f"{stem}_probe.json",
+        mime="application/json",
     )
     projection = next(iter(current.projections.values()), None)
     if projection is None:
@@ -148,7 +152,7 @@ def downloads(current: shared.Session) -> None:
     columns[1].download_button(
         "Report (standalone HTML)",
         html_report(embeddings, result, projection, title=f"Probe report: {current.label}"),
-        file_name="probe-report.html",
+        file_name=f"{stem}_report.html",
         mime="text/html",
     )
     st.caption(

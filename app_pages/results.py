@@ -133,7 +133,7 @@ def label_issues(current: shared.Session) -> None:
         st.download_button(
             "Download label_issues.csv",
             table.to_csv(index=False),
-            file_name="label_issues.csv",
+            file_name=f"{current.file_stem()}_label_issues.csv",
             mime="text/csv",
             key="download_label_issues",
         )
@@ -153,7 +153,7 @@ def label_issues(current: shared.Session) -> None:
         st.download_button(
             "Download low_confidence_labels.csv",
             unsure.to_csv(index=False),
-            file_name="low_confidence_labels.csv",
+            file_name=f"{current.file_stem()}_low_confidence_labels.csv",
             mime="text/csv",
             key="download_low_confidence_labels",
         )
@@ -183,7 +183,7 @@ def duplicates(current: shared.Session) -> None:
     st.download_button(
         "Download duplicates.csv",
         table.to_csv(index=False),
-        file_name="duplicates.csv",
+        file_name=f"{current.file_stem()}_duplicates.csv",
         mime="text/csv",
         key="download_duplicates",
     )

@@ -25,6 +25,7 @@ from probe_core.encoders import (
     load_encoder,
 )
 from probe_core.evaluation.protocols import ProbeResult
+from probe_core.file_names import download_stem
 from probe_core.image_lookup import ImageLookup
 from probe_core.projection import Projection, warm_up
 from probe_core.result_cache import ResultCache
@@ -51,6 +52,11 @@ class Session:
     thumbnails: dict[int, str | None] = field(default_factory=dict)
     preview_strips: dict[str, list] = field(default_factory=dict)
     images: ImageLookup = field(default_factory=ImageLookup)  # for thumbnails
+    name: str = ""  # short dataset name for file names ("demo", a zip's or folder's name)
+
+    def file_stem(self, encoders: str | list[str] | None = None) -> str:
+        """What this study's downloads are named after: the dataset and the encoder(s)."""
+        return download_stem(self.name or self.label, encoders or self.settings.encoder)
 
     @property
     def precomputed(self) -> bool:
@@ -118,7 +124,7 @@ def study() -> Session | None:
     return st.session_state.get("study")
 
 
-def set_dataset(dataset: ImageDataset, label: str) -> None:
+def set_dataset(dataset: ImageDataset, label: str, name: str = "") -> None:
     """Start a new study; the previous one's results are dropped (its settings are kept, but
     for the encoder of embeddings opened from a file, which cannot embed images)."""
     previous = study()
@@ -126,11 +132,17 @@ def set_dataset(dataset: ImageDataset, label: str) -> None:
     if previous is not None and previous.precomputed:
         settings = replace(settings, encoder=StudySettings().encoder)
     st.session_state.study = Session(
-        dataset=dataset, label=label, settings=settings, images=ImageLookup.from_dataset(dataset)
+        dataset=dataset,
+        label=label,
+        settings=settings,
+        images=ImageLookup.from_dataset(dataset),
+        name=name,
     )
 
 
-def set_embeddings(embeddings: PrecomputedEmbeddings, label: str, image_root: str = "") -> None:
+def set_embeddings(
+    embeddings: PrecomputedEmbeddings, label: str, image_root: str = "", name: str = ""
+) -> None:
     """Start a new study on precomputed embeddings; thumbnails come from files on this server
     under the allowed roots (``image_root``, else the folder the file records), when found."""
     settings = study().settings if study() else StudySettings()
@@ -141,13 +153,14 @@ def set_embeddings(embeddings: PrecomputedEmbeddings, label: str, image_root: st
         embeddings=embeddings,
         settings=replace(settings, encoder=embeddings.encoder_id),
         images=images,
+        name=name,
     )
 
 
 def load_demo() -> None:
     from probe_core.dataset import scan_folder
 
-    set_dataset(scan_folder(DEMO_ROOT), DEMO_LABEL)
+    set_dataset(scan_folder(DEMO_ROOT), DEMO_LABEL, name="demo")
 
 
 @st.cache_resource(show_spinner="Loading the encoder (once per server process)…")

@@ -335,7 +335,7 @@ def test_map_page_draws_pca_and_box_selection_downloads_the_selected_paths(demo_
     select(at, "map", points, box=box)
     assert "4 selected images" in values(at.subheader)
     name, data = download(at, app_env.media, "Download selection as CSV")
-    assert name == "selection.csv"
+    assert name == "demo_efficientnet-lite0_selection.csv"
     frame = pd.read_csv(io.BytesIO(data))
     assert list(frame.columns) == ["path", "true", "predicted", "split"]
     assert list(frame["path"]) == [embeddings.paths[i] for i in sorted(set(chosen))]
@@ -366,7 +366,7 @@ def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
     assert [d.label for d in at.get("download_button")] == DOWNLOAD_LABELS
 
     name, data = download(at, app_env.media, "Probe (JSON)")
-    assert name == "probe.json"
+    assert name == "demo_efficientnet-lite0_probe.json"
     document = json.loads(data)
     assert document["class_names"] == DEMO_CLASSES
     assert document["encoder_id"] == embeddings.encoder_id
@@ -374,7 +374,7 @@ def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
     assert len(document["intercept"]) == 6
 
     name, data = download(at, app_env.media, "Probe (safetensors)")
-    assert name == "probe.safetensors"
+    assert name == "demo_efficientnet-lite0_probe.safetensors"
     weights = read_probe_file(data)
     assert weights.class_names == DEMO_CLASSES
     assert weights.encoder_id == embeddings.encoder_id
@@ -384,19 +384,20 @@ def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
     np.testing.assert_array_equal(predicted, result.probe.predict(embeddings.vectors))
 
     name, data = download(at, app_env.media, "Predictions (CSV)")
-    assert name == "predictions.csv"
+    assert name == "demo_efficientnet-lite0_predictions.csv"
     predictions = pd.read_csv(io.BytesIO(data))
     assert len(predictions) == 144  # every image, scored out of fold
     assert set(predictions["fold"]) == {1, 2, 3, 4, 5}
     assert {"path", "true", "predicted", "correct", "confidence"} <= set(predictions.columns)
 
     name, data = download(at, app_env.media, "Embeddings (Parquet)")
+    assert name == "demo_efficientnet-lite0_embeddings.parquet"
     table = pd.read_parquet(io.BytesIO(data))
     assert len(table) == 144
     assert len(table["vector"].iloc[0]) == embeddings.dim
 
     name, data = download(at, app_env.media, "Report (standalone HTML)")
-    assert name == "probe-report.html"
+    assert name == "demo_efficientnet-lite0_report.html"
     report = data.decode()
     assert "Confusion matrix" in report
     assert "plotly.js v" in report  # plotly.js is inlined, so the report opens offline

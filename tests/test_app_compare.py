@@ -66,9 +66,12 @@ def map_keys(at: AppTest) -> list[str]:
     return [c.key for c in at.get("plotly_chart") if c.key and c.key.startswith("compare_map_")]
 
 
-def csv(at: AppTest, media: dict, file_name: str) -> pd.DataFrame:
+DEMO_STEM = "demo_efficientnet-lite0-vs-baseline-pixels"  # the dataset and both encoders
+
+
+def csv(at: AppTest, media: dict, file_name: str, stem: str = DEMO_STEM) -> pd.DataFrame:
     name, data = download(at, media, f"Download {file_name}")
-    assert name == file_name
+    assert name == f"{stem}_{file_name}"
     return pd.read_csv(io.BytesIO(data))
 
 
@@ -236,7 +239,7 @@ def test_few_shot_curve_on_a_small_folder_draws_and_downloads(app_env):
     assert "Few-shot" in values(at.subheader)
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Few-shot curve" in spec for spec in titles)
-    fewshot = csv(at, app_env.media, "fewshot.csv")
+    fewshot = csv(at, app_env.media, "fewshot.csv", "upload_efficientnet-lite0-vs-baseline-pixels")
     assert tuple(fewshot.columns) == FEWSHOT_COLUMNS
     assert set(fewshot["encoder"]) == {BUNDLED, PIXELS}
     assert list(fewshot[fewshot["encoder"] == PIXELS]["k"]) == outcome.fewshot[1].shots
