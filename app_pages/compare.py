@@ -100,7 +100,9 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
         )
         fewshot = st.checkbox(
             "Few-shot curve (how many images per class do I need?)",
-            help="Refits the probe on 1, 2, 4, … images per class: about a minute per encoder.",
+            help="Refits the probe on 1, 2, 4, … images per class, ten draws each: on the"
+            " demo, comparing two encoders took about 2.5 times as long with it (7 s more of"
+            " CPU on two cores); more on larger folders (bench/fewshot_speed.py).",
         )
         with st.expander("Zero-shot prompt templates"):
             text = st.text_area(

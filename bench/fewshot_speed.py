@@ -1,7 +1,7 @@
 """Few-shot benchmark, run on demand (not a test): what does the few-shot curve cost?
 
-On the demo (144 images, 6 classes), for two encoders (default the bundled encoder and
-the pixel baseline), in one process:
+On the demo (144 images, 6 classes; or ``--folder``), for two encoders (default the bundled
+encoder and the pixel baseline), in one process:
 
 1. evaluation only: ``Study.compare_embeddings`` on the cached embeddings, without and with
    the few-shot curve, trials interleaved; wall and CPU seconds, and the ratio;
@@ -17,6 +17,7 @@ Usage::
     python bench/fewshot_speed.py                        # 1 and 2, three trials each
     python bench/fewshot_speed.py --trials 5 --reference # and the reference check (minutes)
     python bench/fewshot_speed.py --encoders bundled:efficientnet-lite0,open_clip:ViT-B-32
+    python bench/fewshot_speed.py --folder ~/photos --trials 1
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ def compare_rows(label: str, runs: dict[bool, list[tuple[float, float]]]) -> Non
 
 
 def speed(args: argparse.Namespace, cache: EmbeddingCache, names: list[str]) -> None:
+    source = Path(args.folder)
     study = Study(StudySettings(projection="none", seed=args.seed), cache=cache)
-    embeddings = study.compare(str(DEMO), names).embeddings  # fills the cache
-    print(f"\ndemo: {len(next(iter(embeddings.values())))} images, encoders {', '.join(names)}")
+    embeddings = study.compare(str(source), names).embeddings  # fills the cache
+    n_images = len(next(iter(embeddings.values())))
+    print(f"\n{source.name}: {n_images} images, encoders {', '.join(names)}")
     evaluation: dict[bool, list] = {False: [], True: []}
     end_to_end: dict[bool, list] = {False: [], True: []}
     for _ in range(args.trials):
@@ -85,7 +88,7 @@ def speed(args: argparse.Namespace, cache: EmbeddingCache, names: list[str]) -> 
         for fewshot in (False, True):
             fresh = Study(StudySettings(projection="none", seed=args.seed), cache=cache)
             end_to_end[fewshot].append(
-                timed(lambda f=fewshot, s=fresh: s.compare(str(DEMO), names, fewshot=f))
+                timed(lambda f=fewshot, s=fresh: s.compare(str(source), names, fewshot=f))
             )
     print(f"medians of {args.trials} trials, interleaved:")
     compare_rows("evaluation only", evaluation)
@@ -128,6 +131,7 @@ def reference(label: str, source: Path, cache: EmbeddingCache, names: list[str],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", default=DEFAULT_ENCODERS)
+    parser.add_argument("--folder", default=str(DEMO), help="the folder timed (default: demo)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", action="store_true", help="also check against per-draw")

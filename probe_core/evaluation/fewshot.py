@@ -498,7 +498,12 @@ class _ValidationSearch:
         val, val_weights = _padded([rows for _, _, rows in parts])
         self.val_labels, self.val_weights = labels[val], val_weights
         n_rows, dim = trains.shape[1], vectors.shape[1]
-        self.chunks = _chunks(len(parts), max(n_rows, train.shape[1]) * dim)
+        # whole draws per chunk (parts come ordered by draw), at most MAX_BATCH_VALUES of X
+        first_part = np.searchsorted(draw_of, np.arange(len(trains) + 1))
+        self.chunks = [
+            slice(first_part[draws.start], first_part[min(draws.stop, len(trains))])
+            for draws in _chunks(len(trains), n_rows * dim)
+        ]
         self.batches, self.val = [], []
         for chunk in self.chunks:
             draws = np.unique(draw_of[chunk])
