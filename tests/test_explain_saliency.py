@@ -143,6 +143,8 @@ def test_a_class_whose_only_signal_is_a_border_is_flagged_as_a_possible_shortcut
     assert framed.mean.sum() == pytest.approx(1.0, abs=1e-4)
     assert framed.border_share >= SHORTCUT_SHARE and framed.possible_shortcut
     assert "possible shortcut" in framed.sentence()
+    plain = frame.class_saliency("plain", limit=6)  # the class beside it: no false alarm
+    assert plain.n_images == 6 and not plain.possible_shortcut
     # The border band is one eighth of each side: 43.75% of the crop's area.
     assert border_share(np.ones((224, 224))) == pytest.approx(1 - (1 - 2 * BORDER_BAND) ** 2)
 

@@ -42,6 +42,12 @@ def test_a_mistake_is_explained_with_the_probe_that_made_it():
     # No encoder: neighbours and the rest still come, the saliency says why it is missing.
     assert explanation.saliency is None and "no encoder" in explanation.no_saliency_reason
     assert len(explanation.neighbours) == 8
+    shipped = explainer.explain_row(row, probe="shipped")
+    assert shipped.probe_fold is None and shipped.predicted == shipped.shipped_prediction
+    np.testing.assert_allclose(
+        shipped.probabilities,
+        explainer.weights.predict_proba(embeddings.vectors[row][None, :])[0],
+    )
 
 
 def test_a_refit_that_does_not_reproduce_the_run_falls_back_to_the_shipped_probe():

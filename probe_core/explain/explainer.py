@@ -43,6 +43,7 @@ from .typicality import DEFAULT_COUNT, Typicality, class_typicality
 
 DEFAULT_PER_CLASS = 8  # correctly predicted images averaged into a class's mean saliency
 SCORING_TOLERANCE = 1e-4  # a refitted scoring probe must give the run's probabilities
+PROBES = ("scoring", "shipped")
 
 
 class ExplainError(ValueError):
@@ -104,6 +105,11 @@ class ImageExplanation:
     def predicted(self) -> str:
         """The explained probe's prediction."""
         return self.class_names[int(np.argmax(self.probabilities))]
+
+    @property
+    def explained_probability(self) -> float:
+        """The explained probe's probability of the explained class."""
+        return float(self.probabilities[list(self.class_names).index(self.explained_class)])
 
     @property
     def is_mistake(self) -> bool:
@@ -255,9 +261,13 @@ class Explainer:
         deletion: bool = True,
         data: bytes | None = None,
         name: str | None = None,
+        probe: str = "scoring",
     ) -> ImageExplanation:
         """Explain one of the run's images (its bytes are read with ``read_image`` unless
-        given as ``data``)."""
+        given as ``data``). ``probe``: ``"scoring"`` (the probe that scored it, when the run
+        scored it and the refit reproduces the run) or ``"shipped"``."""
+        if probe not in PROBES:
+            raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
         if not 0 <= row < len(self.embeddings):
             raise ExplainError(f"row {row} is not one of the run's {len(self.embeddings)} images")
         path = self.embeddings.paths[row]
@@ -279,6 +289,7 @@ class Explainer:
             row=row,
             label=label,
             scored=scored,
+            scoring=probe == "scoring",
         )
 
     def scoring_weights(self, row: int) -> tuple[ProbeWeights, str] | None:
@@ -326,12 +337,16 @@ class Explainer:
         *,
         k: int = DEFAULT_K,
         deletion: bool = True,
+        probe: str = "scoring",
     ) -> ImageExplanation:
         """Explain an image given as file bytes: one of the run's images when its bytes are
-        (then its stored embedding is used), otherwise a new image, embedded here."""
+        (then its stored embedding is used), otherwise a new image, embedded here. ``probe`` as
+        for ``explain_row``; a new image always gets the shipped probe."""
         row = self.row_of_bytes(data)
         if row is not None:
-            return self.explain_row(row, class_name, k=k, deletion=deletion, data=data, name=name)
+            return self.explain_row(
+                row, class_name, k=k, deletion=deletion, data=data, name=name, probe=probe
+            )
         return self._explain(
             name, self._embed(data, name), data, class_name, k=k, deletion=deletion
         )
@@ -414,6 +429,7 @@ class Explainer:
         row: int | None = None,
         label: str | None = None,
         scored: str | None = None,
+        scoring: bool = True,
     ) -> ImageExplanation:
         if class_name is not None and class_name not in self.weights.class_names:
             raise ExplainError(
@@ -423,7 +439,7 @@ class Explainer:
         neighbours = self.index.nearest(vector, k, query=name, query_index=row)
         vector = np.asarray(vector, np.float32)[None, :]
         shipped = self.weights.predict_proba(vector)[0]
-        scoring = self.scoring_weights(row) if row is not None else None
+        scoring = self.scoring_weights(row) if row is not None and scoring else None
         weights, fold = scoring if scoring is not None else (self.weights, None)
         probabilities = weights.predict_proba(vector)[0]
         explained = class_name or weights.class_names[int(np.argmax(probabilities))]
