@@ -35,9 +35,11 @@ def explained(run_dir, tmp_path_factory):
     new = root / "new marked.png"
     shapes.marked(700).resize((300, 240)).save(new)
     broken = badfiles.write_text(root / "broken.png")
+    strip = root / "strip.png"  # 20 times wider than high: padded before the encoder
+    shapes.marked(701).resize((400, 20)).save(strip)
     run_image = run_dir.parent / "images" / "plain" / "003.png"
     out = root / "out"
-    images = [str(run_image), str(new), str(broken)]
+    images = [str(run_image), str(new), str(broken), str(strip)]
     code = main(
         ["explain", str(run_dir), *images, "--k", "5", "--out", str(out), "--per-class", "3"]
     )
@@ -45,7 +47,7 @@ def explained(run_dir, tmp_path_factory):
 
 
 def test_neighbours_csv_lists_the_exact_top_k_by_cosine(explained, run_dir):
-    code, out, (run_image, new, _) = explained
+    code, out, (run_image, new, *_) = explained
     assert code == 0
     table = pd.read_csv(out / "neighbours.csv", keep_default_na=False)
     assert list(table.columns) == ["image", "rank", "neighbour", "label", "cosine", "same_fold"]
@@ -66,10 +68,10 @@ def test_neighbours_csv_lists_the_exact_top_k_by_cosine(explained, run_dir):
 
 
 def test_saliency_npz_holds_one_map_per_image_at_its_size_summing_to_one(explained):
-    _, out, (run_image, new, _) = explained
+    _, out, (run_image, new, _, strip) = explained
     with np.load(out / "saliency.npz") as maps:
-        assert sorted(maps.files) == sorted([run_image, new])  # keyed by the path as given
-        for key, size in ((run_image, (256, 256)), (new, (240, 300))):
+        assert sorted(maps.files) == sorted([run_image, new, strip])  # keyed by the path given
+        for key, size in ((run_image, (256, 256)), (new, (240, 300)), (strip, (20, 400))):
             values = maps[key]
             assert values.dtype == np.float32 and values.shape == size
             assert values.min() >= 0 and values.sum() == pytest.approx(1.0, abs=1e-4)
@@ -78,17 +80,17 @@ def test_saliency_npz_holds_one_map_per_image_at_its_size_summing_to_one(explain
 
 
 def test_deletion_csv_compares_every_fraction_with_random(explained):
-    _, out, (run_image, new, _) = explained
+    _, out, (run_image, new, _, strip) = explained
     table = pd.read_csv(out / "deletion.csv")
     assert list(table.columns)[:5] == ["image", "class", "fraction", "salient_drop", "random_drop"]
-    assert sorted(set(table["image"])) == sorted([run_image, new])
+    assert sorted(set(table["image"])) == sorted([run_image, new, strip])
     assert list(table[table["image"] == new]["fraction"]) == [0.1, 0.2, 0.5]
     marked = table[(table["image"] == new) & (table["fraction"] == 0.1)].iloc[0]
     assert marked["class"] == "marked" and marked["salient_drop"] > marked["random_drop"]
 
 
 def test_bad_files_are_skipped_with_their_reason_and_classes_are_checked(explained, capsys):
-    _, out, (_, _, broken) = explained
+    _, out, (_, _, broken, _) = explained
     skipped = pd.read_csv(out / "skipped.csv")
     assert list(skipped["path"]) == [broken] and "not an image" in skipped["reason"][0]
     classes = pd.read_csv(out / "classes.csv")

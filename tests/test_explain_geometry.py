@@ -10,10 +10,14 @@ from torchvision import transforms
 from probe_core.explain.geometry import (
     GeometryError,
     crop_geometry,
+    file_size,
     interpolation_matrix,
     on_crop,
+    on_file,
     on_image,
 )
+from probe_core.images import load_image
+from tests import badfiles
 
 BUNDLED_LIKE = transforms.Compose(
     [
@@ -101,3 +105,24 @@ def test_interpolation_follows_cell_centres_like_align_corners_false():
         torch.tensor(grid)[None, None], size=(40, 24), mode="bilinear", align_corners=False
     )[0, 0].numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def test_the_file_size_follows_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: shown 10 wide and 30 high
+    rotated = badfiles.encode(Image.new("RGB", (30, 10)), "JPEG", exif=exif)
+    assert file_size(rotated) == (30, 10) == load_image(rotated).size[::-1]
+    assert file_size(b"not an image") is None
+
+
+def test_a_map_of_a_padded_strip_is_cut_back_to_the_file_s_own_size():
+    strip = badfiles.encode(Image.new("RGB", (400, 20), "red"), "PNG")
+    padded = load_image(strip)  # more than 16 times wider than high: padded to 400 x 25
+    assert padded.size == (400, 25)
+    values = np.zeros((25, 400))
+    values[2:23] = 1.0
+    cut = on_file(values, strip)
+    assert cut.shape == (20, 400) and cut.dtype == np.float32
+    assert cut.sum() == pytest.approx(1.0, abs=1e-5) and cut.min() > 0
+    same = np.ones((20, 400), dtype=np.float32) / 8000
+    assert on_file(same, strip) is same  # nothing to cut

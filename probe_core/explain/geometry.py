@@ -13,10 +13,13 @@ where pixels outside the crop get zero.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional
 
@@ -138,3 +141,41 @@ def on_crop(grid: np.ndarray, geometry: CropGeometry) -> np.ndarray:
 def on_image(grid: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     """``grid`` over the original image: spread over the crop's box, zero outside it."""
     return resample(grid, geometry.image_size, geometry.box)
+
+
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # rotated by 90 degrees: width and height swap
+
+
+def file_size(data: bytes) -> tuple[int, int] | None:
+    """An image file's (height, width) as the studio shows it (EXIF orientation applied),
+    from its header; None when the header cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = None
+            with contextlib.suppress(Exception):  # a broken EXIF block: shown unrotated
+                orientation = image.getexif().get(EXIF_ORIENTATION)
+    except Exception:
+        return None
+    if orientation in TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return height, width
+
+
+def on_file(values: np.ndarray, data: bytes) -> np.ndarray:
+    """A map over the decoded image, at the file's own height x width: the studio pads an
+    image more than 16 times longer than wide, centred, before the encoder sees it
+    (``probe_core.images``); the padding is cut away and the rest renormalised to sum 1."""
+    own = file_size(data)
+    if own is None or tuple(values.shape) == own:
+        return values
+    height, width = own
+    top = (values.shape[0] - height) // 2
+    left = (values.shape[1] - width) // 2
+    if top < 0 or left < 0:
+        return values
+    cut = values[top : top + height, left : left + width].astype(np.float64)
+    total = cut.sum()
+    cut = cut / total if total > 0 else np.full(cut.shape, 1.0 / cut.size)
+    return cut.astype(np.float32)

@@ -38,6 +38,7 @@ from ..export import read_probe, skipped_table
 from ..images import ImageLoadError, load_image
 from ..probe import ProbeWeights
 from .explainer import Explainer, ExplainError, ImageExplanation, RunScores
+from .geometry import on_file
 from .neighbours import TRAIN_FOLD
 from .overlay import crop_heat_map, explanation_overlay, with_caption
 from .shortcuts import ClassSaliency
@@ -264,7 +265,11 @@ def write_explanations(out_dir: str | Path, outcome: ExplainOutcome) -> list[Pat
         columns=["image", "rank", "neighbour", "label", "cosine", "same_fold"],
     )
     neighbours.to_csv(out / "neighbours.csv", index=False)
-    maps = {e.name: e.saliency.image for e in outcome.explanations if e.saliency is not None}
+    maps = {
+        e.name: on_file(e.saliency.image, outcome.images[e.name])
+        for e in outcome.explanations
+        if e.saliency is not None
+    }
     np.savez_compressed(out / "saliency.npz", **maps)
     deletion = pd.DataFrame(
         [
