@@ -375,6 +375,24 @@ def _merge(batch: _Batch, decoded: list[torch.Tensor | str], device: torch.devic
     return indices, tensors, failed
 
 
+def model_input(images: Sequence[Image.Image], encoder: Encoder) -> torch.Tensor:
+    """Decoded images through the encoder's own preprocessing, as ``encode_items`` prepares
+    a batch of them (uint8 pixels per image, then scaled and normalised on the device)."""
+    split = encoder.split_preprocess
+    if split is None:
+        return torch.stack([encoder.preprocess(image) for image in images])
+    pixels = _stack([split.pixels(image) for image in images])
+    return split.batch(pixels, encoder.device, encoder.path.channels_last)
+
+
+def unit_embeddings(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
+    """The forward pass on a preprocessed batch, each row L2-normalised, as float32 numpy
+    (call under ``torch.inference_mode()``)."""
+    features = encoder.encode(batch)
+    features = features / features.norm(dim=-1, keepdim=True)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
 def encode_items(
     items: Sequence[ImageItem],
     encoder: Encoder,
@@ -413,17 +431,15 @@ def encode_items(
         batches = _batches(dataset, batch_size, num_workers, pin_memory, threads_in_turn)
         for batch in batches:
             if split is not None and batch.tensors is not None:  # uint8 pixels
-                model_input = split.batch(batch.tensors, encoder.device, encoder.path.channels_last)
-                batch = batch._replace(tensors=model_input)
+                prepared = split.batch(batch.tensors, encoder.device, encoder.path.channels_last)
+                batch = batch._replace(tensors=prepared)
             indices, tensors, failed = batch.indices, batch.tensors, batch.failed
             if device_decoder is not None and batch.jpegs:
                 decoded = device_decoder(batch.jpegs)
                 indices, tensors, failed = _merge(batch, decoded, jpeg_device)
             failures.update(failed)
             if tensors is not None:
-                features = encoder.encode(tensors)
-                features = features / features.norm(dim=-1, keepdim=True)
-                rows = features.cpu().numpy().astype(np.float32, copy=False)
+                rows = unit_embeddings(encoder, tensors)
                 vectors.update(zip(indices, rows, strict=True))
                 if on_batch:
                     on_batch(indices, rows)

@@ -5,19 +5,26 @@ preprocessing and execution path as the images it was fitted on.
     encoder, notes = encoder_for(weights)          # refuses another encoder id
     predictions, skipped = predict_items(scan_unlabelled(["new/"]).items, encoder, weights)
     predictions_table(predictions).to_csv("predictions.csv", index=False)
+
+    classified = classify_image(jpeg_bytes, encoder, weights)   # one in-memory image, timed
+    classified.prediction.probabilities, classified.seconds.forward
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
 
 from .dataset import ImageItem, SkippedItem
-from .embed import ProgressCallback, encode_items
+from .embed import ProgressCallback, encode_items, model_input, unit_embeddings
 from .encoders import Encoder, EncoderError, load_encoder
+from .images import load_image
 from .probe import ProbeWeights
 
 
@@ -135,6 +142,65 @@ def predict_images(
 ) -> tuple[list[Prediction], list[SkippedItem]]:
     """``predict_items`` for (name, bytes) pairs, e.g. uploads."""
     return predict_items([ImageItem(name, data, -1) for name, data in files], encoder, weights)
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """Where one image's classification spent its time, in seconds."""
+
+    decode: float  # bytes to an RGB image
+    preprocess: float  # the encoder's own preprocessing, to the model's input tensor
+    forward: float  # the encoder's forward pass and the L2 normalisation
+    probe: float  # the probe's probabilities
+
+    @property
+    def total(self) -> float:
+        return self.decode + self.preprocess + self.forward + self.probe
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One in-memory image classified: its prediction, the time each stage took, and the size
+    of the image decoded (width, height)."""
+
+    prediction: Prediction
+    seconds: StageSeconds
+    size: tuple[int, int]
+
+
+def classify_image(
+    data: bytes | Image.Image, encoder: Encoder, weights: ProbeWeights, *, name: str = "image"
+) -> Classified:
+    """Classify one image held in memory (a webcam frame, a dropped file), each stage timed:
+    decoded and preprocessed as ``predict_items`` does with a file of the same bytes, so the
+    probabilities are the same. Raises ``ImageLoadError`` for bytes that are not an image and
+    ``ProbeMismatchError`` for an encoder other than the probe's."""
+    check_encoder(encoder, weights)
+    started = time.perf_counter()
+    image = (
+        data
+        if isinstance(data, Image.Image)
+        else load_image(data, draft_min_side=encoder.draft_side)
+    )
+    decoded = time.perf_counter()
+    encoder.model.eval()
+    with torch.inference_mode():
+        batch = model_input([image], encoder)
+        prepared = time.perf_counter()
+        vector = unit_embeddings(encoder, batch)[0]
+    embedded = time.perf_counter()
+    probabilities = weights.predict_proba(vector[None, :])[0]
+    finished = time.perf_counter()
+    return Classified(
+        Prediction(name, list(weights.class_names), probabilities, vector),
+        StageSeconds(
+            decode=decoded - started,
+            preprocess=prepared - decoded,
+            forward=embedded - prepared,
+            probe=finished - embedded,
+        ),
+        image.size,
+    )
 
 
 def predictions_table(

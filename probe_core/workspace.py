@@ -8,20 +8,33 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
+from .capture import CaptureSet
 from .dataset import ImageDataset, SkippedItem, safe_relative_parts, scan_folder, scan_zip
+
+CAPTURES = "captures"  # recorded classes: kept while other uploads come and go
 
 
 class SessionWorkspace:
     """Uploads of one session live here; the folder is deleted by ``close()`` or on collection.
 
     It holds the latest usable upload only: once a new upload has been scanned, what was
-    there before is removed (an upload that fails leaves the previous one in place).
+    there before is removed (an upload that fails leaves the previous one in place). Classes
+    recorded from the webcam (``captures``) stay until the session ends; ``add_captures``
+    takes a copy of them as the dataset, so recording on does not change a study under way.
     """
 
     def __init__(self, parent: str | Path | None = None):
         self.path = Path(tempfile.mkdtemp(prefix="probe-studio-session-", dir=parent))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
         self._counter = 0
+        self._captures: CaptureSet | None = None
+
+    @property
+    def captures(self) -> CaptureSet:
+        """The classes recorded in this session (created empty on first use)."""
+        if self._captures is None:
+            self._captures = CaptureSet(self.path / CAPTURES)
+        return self._captures
 
     def _fresh_folder(self, stem: str) -> Path:
         self._counter += 1
@@ -70,6 +83,18 @@ class SessionWorkspace:
         self._keep_only(folder)
         return dataset
 
+    def add_captures(self) -> ImageDataset:
+        """A copy of the recorded classes as they are now, scanned as the dataset."""
+        folder = self._fresh_folder("webcam")
+        for class_name in self.captures.class_names:
+            target = folder / class_name
+            target.mkdir()
+            for image in self.captures.images(class_name):
+                shutil.copyfile(image.path, target / image.name)
+        dataset = scan_folder(folder)
+        self._keep_only(folder)
+        return dataset
+
     def add_embeddings_file(self, name: str, data: bytes) -> Path:
         """Keep an uploaded embeddings file (Parquet) here; returns where it was written."""
         folder = self._fresh_folder("embeddings")
@@ -80,7 +105,7 @@ class SessionWorkspace:
 
     def _keep_only(self, current: Path) -> None:
         for previous in self.path.iterdir():
-            if previous != current:
+            if previous not in (current, self.path / CAPTURES):
                 shutil.rmtree(previous, ignore_errors=True)
 
     def close(self) -> None:
