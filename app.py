@@ -11,7 +11,9 @@ from studio import shared
 
 keep_freed_memory_for_reuse()
 
-st.set_page_config(page_title="Probe Studio", page_icon=":material/biotech:", layout="wide")
+# An emoji icon is drawn by the browser itself; a ":material/...:" page icon would be fetched
+# from Google's font server on every page load (the sidebar's page icons are bundled).
+st.set_page_config(page_title="Probe Studio", page_icon="🔬", layout="wide")
 shared.warm_up_maps()  # UMAP's compiled code loads in the background, once per server process
 
 navigation = st.navigation(
