@@ -8,6 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import NoReturn
 
 import pandas as pd
 import streamlit as st
@@ -27,6 +28,7 @@ from studio import shared
 
 BASELINE = "baseline:pixels"
 MAP_KEY_PREFIX = "compare_map_"
+ENCODERS_KEY = "compare_encoders"
 
 
 @dataclass
@@ -87,13 +89,23 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
     """The encoders, few-shot flag and templates when the form was submitted, else None."""
     infos = shared.available_encoders()
     labels = {info.name: encoder_label(info) for info in infos}
+    failed = shared.failed_encoders()
+    labels.update({name: f"{name} (failed to load)" for name in failed})
     settings = current.settings
-    options = list(dict.fromkeys([settings.encoder, *labels]))
+    if ENCODERS_KEY not in st.session_state:  # never an encoder that failed or needs a download
+        st.session_state[ENCODERS_KEY] = shared.preselected_encoders(
+            [settings.encoder, BASELINE], infos, st.session_state.get("encoder_loads", {})
+        )
+    dropped = st.session_state.pop("compare_drop", [])  # failed in the last comparison
+    if dropped:
+        kept = [name for name in st.session_state[ENCODERS_KEY] if name not in dropped]
+        st.session_state[ENCODERS_KEY] = kept
+    options = list(dict.fromkeys([*st.session_state[ENCODERS_KEY], *labels]))
     with st.form("compare_settings"):
         names = st.multiselect(
             "Encoders",
             options,
-            default=list(dict.fromkeys([settings.encoder, BASELINE])),
+            key=ENCODERS_KEY,
             format_func=lambda name: labels.get(name, name),
             accept_new_options=True,
             help="Two or more; any open_clip:<arch>/<pretrained tag> can be typed in.",
@@ -181,6 +193,14 @@ def compare_embeddings(
     return ComparisonRun(outcome, current.settings, seconds, number, fewshot, session=current)
 
 
+def failed(message: str, drop: list[str] | None = None) -> NoReturn:
+    """Show why the comparison failed below the form, in plain sight (not inside the collapsed
+    progress box), and take encoders that cannot be loaded out of the selection."""
+    st.session_state.compare_failure = message
+    st.session_state.compare_drop = drop or []
+    st.rerun()
+
+
 def compare_with_progress(
     current: shared.Session, names: list[str], fewshot: bool, templates: list[str]
 ) -> ComparisonRun | None:
@@ -208,8 +228,17 @@ def compare_with_progress(
             elif event.stage == "few-shot":
                 status.update(label=f"Few-shot curve of {event.message}…")
 
+        encoders = {}
+        for name in dict.fromkeys(names):
+            try:
+                encoders[name] = shared.encoder_for_session(name)
+            except EncoderError as error:
+                failed(
+                    f"**{name}** could not be loaded, so it was taken out of the selection:"
+                    f" {error}",
+                    drop=[name],
+                )
         try:
-            encoders = {name: shared.shared_encoder(name) for name in dict.fromkeys(names)}
             outcome = Study(
                 current.settings, cache=shared.embedding_cache(), progress=update
             ).compare(
@@ -220,9 +249,7 @@ def compare_with_progress(
                 zero_shot_templates=templates,
             )
         except (EncoderError, ProbeError, ValueError) as error:
-            status.update(label="The comparison failed", state="error")
-            st.error(str(error))
-            return None
+            failed(f"The comparison failed: {error}")
         seconds = time.perf_counter() - started
         status.update(
             label=f"Compared {len(outcome.embeddings)} encoders in {seconds:.1f} s",
@@ -421,9 +448,12 @@ if current is not None:
     else:
         asked = comparison_form(current)
         if asked is not None:
+            st.session_state.pop("compare_failure", None)
             run = compare_with_progress(current, *asked)
             if run is not None:
                 st.session_state.comparison_run = run
+        if "compare_failure" in st.session_state:
+            st.error(st.session_state.compare_failure)
     run = stored_run(current)
     if run is not None:
         unchanged = dataclasses.replace(current.settings, encoder=run.settings.encoder)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder
+from probe_core import decode_check
+from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder, top_folders
 from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
 from probe_core.encoders import EncoderError
 from probe_core.evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
@@ -24,6 +25,7 @@ from probe_core.roots import (
 )
 from probe_core.study import StudySettings
 from probe_core.thumbnails import thumbnail
+from probe_core.wording import percent_with_interval, plural
 from studio import shared
 from studio.components import folder_drop_zone
 
@@ -39,33 +41,52 @@ def _uploader_key(name: str) -> str:
     return f"{name}_{st.session_state.get(name, 0)}"
 
 
-def _take(files: list[tuple[str, bytes]], label: str, counter: str) -> None:
+def _loaded_from(tab: str) -> None:
+    """Images (or embeddings) were just loaded from this tab: it stays open."""
+    st.session_state.data_tab = tab
+
+
+def _take(files: list[tuple[str, bytes]], kind: str, counter: str, tab: str) -> None:
+    """Start a study on uploaded files, titled by what was uploaded ("Dropped folder “pets”
+    (11 files)")."""
     if files:
+        folders = top_folders(name for name, _ in files)
+        named = f"{'folder' if len(folders) < 2 else 'folders'} " + ", ".join(
+            f"“{folder}”" for folder in folders
+        )
+        label = f"{kind} {named.strip()} ({plural(len(files), 'file')})"
         shared.set_dataset(shared.workspace().add_files(files), label, name="upload")
+        _loaded_from(tab)
         _bump(counter)
         st.rerun()
 
 
+TABS = [
+    "Demo",
+    "Drop a folder",
+    "Browse",
+    "Zip file",
+    "Build classes",
+    "Server folder",
+    "Open embeddings",
+]
+
+
 def choose_images() -> None:
+    # The tab that loaded the images stays open after visiting other pages. (Tracking every
+    # tab click would rerun the page on each one, racing a drop made right after the click.)
     demo, drop, browse, archive, build, server, precomputed = st.tabs(
-        [
-            "Demo",
-            "Drop a folder",
-            "Browse",
-            "Zip file",
-            "Build classes",
-            "Server folder",
-            "Open embeddings",
-        ]
+        TABS, default=st.session_state.get("data_tab", TABS[0])
     )
     with demo:
         st.write(f"{shared.DEMO_LABEL}. Works offline.")
         if st.button("Use the demo", type="primary", key="use_demo"):
             shared.load_demo()
+            _loaded_from("Demo")
             st.rerun()
     with drop:
         files = folder_drop_zone(_uploader_key("drop"))
-        _take(files, f"Dropped folder ({len(files)} files)", "drop")
+        _take(files, "Dropped", "drop", "Drop a folder")
     with browse:
         uploads = st.file_uploader(
             "Pick a folder with one subfolder per class",
@@ -73,7 +94,7 @@ def choose_images() -> None:
             key=_uploader_key("browse"),
             help=f"Up to {MAX_UPLOAD_MB} MB per file.",
         )
-        _take([(u.name, u.getvalue()) for u in uploads or []], "Uploaded folder", "browse")
+        _take([(u.name, u.getvalue()) for u in uploads or []], "Uploaded", "browse", "Browse")
     with archive:
         upload = st.file_uploader(
             "A .zip with one folder per class",
@@ -89,6 +110,7 @@ def choose_images() -> None:
                 _bump("zip")  # else every rerun takes the bad zip again, replacing newer uploads
             else:
                 shared.set_dataset(dataset, f"Zip: {upload.name}", name=Path(upload.name).stem)
+                _loaded_from("Zip file")
                 _bump("zip")
                 st.rerun()
     with build:
@@ -126,6 +148,7 @@ def build_classes() -> None:
             shared.set_dataset(
                 shared.workspace().add_classes(collected), "Classes built here", name="classes"
             )
+            _loaded_from("Build classes")
             st.rerun()
 
 
@@ -144,6 +167,7 @@ def server_folder() -> None:
             st.error(str(error))
         else:
             shared.set_dataset(scan_folder(folder), f"Server folder {folder}", name=folder.name)
+            _loaded_from("Server folder")
             st.rerun()
 
 
@@ -195,6 +219,7 @@ def open_embeddings() -> None:
             except FolderNotAllowedError as error:
                 st.warning(f"No thumbnails: {error}")
         shared.set_embeddings(embeddings, label, root, name=Path(embeddings.source).stem)
+        _loaded_from("Open embeddings")
         st.rerun()
 
 
@@ -219,16 +244,26 @@ def preview_embeddings(current: shared.Session) -> None:
 
 
 def preview(current: shared.Session) -> None:
-    dataset = current.dataset
     st.subheader(current.label)
+    shared.check_images(current)  # once per dataset: unreadable files move to the skipped ones
+    dataset = current.dataset
     counts = dataset.class_counts()
-    # Files that fail to decode are only found while embedding: list them once known.
-    embedded = current.embeddings
-    skipped_items = embedded.skipped if embedded is not None else dataset.skipped
     images, classes, skipped = st.columns(3)
-    images.metric("Images", len(dataset))
+    images.metric(
+        "Images",
+        f"{len(dataset):,}",
+        help="Every file here decoded as an image."
+        if current.pixels_decoded
+        else "Headers checked; the pixels are decoded when the probe runs.",
+    )
     classes.metric("Classes", len(dataset.class_names))
-    skipped.metric("Skipped files", len(skipped_items))
+    skipped.metric("Skipped files", f"{len(dataset.skipped):,}")
+    if not current.pixels_decoded:
+        st.caption(
+            f"Over {plural(decode_check.FULL_DECODE_LIMIT, 'image')}: only the file headers"
+            " were checked here. A file whose image data turns out damaged while embedding"
+            " moves from Images to Skipped files."
+        )
     if dataset.has_splits:
         counts_by_split = dataset.split_counts()
         parts = ", ".join(f"{split}/ {sum(c.values())}" for split, c in counts_by_split.items())
@@ -246,7 +281,7 @@ def preview(current: shared.Session) -> None:
         st.error(f"Only one class ({dataset.class_names[0]}): a probe needs at least two.")
     for name in dataset.class_names:
         members = [item for item in dataset.items if dataset.class_names[item.label] == name]
-        st.markdown(f"**{name}** · {counts[name]} images")
+        st.markdown(f"**{name}** · {plural(counts[name], 'image')}")
         strip = current.preview_strips.get(name)
         if strip is None:  # decoded once per dataset, not on every rerun
             strip = [image for item in members[:10] if (image := thumbnail(item, 80)) is not None]
@@ -255,11 +290,11 @@ def preview(current: shared.Session) -> None:
             st.image(strip, width=64)
         if counts[name] < 2:
             st.warning(f"“{name}” has fewer than 2 images and will be left out of the probe.")
-    if skipped_items:
-        with st.expander(f"Skipped files ({len(skipped_items)})"):
+    if dataset.skipped:
+        with st.expander(f"Skipped files ({len(dataset.skipped):,})"):
             st.dataframe(
                 pd.DataFrame(
-                    [(s.path, s.reason) for s in skipped_items], columns=["file", "reason"]
+                    [(s.path, s.reason) for s in dataset.skipped], columns=["file", "reason"]
                 ),
                 hide_index=True,
                 width="stretch",
@@ -303,6 +338,7 @@ def settings_form(current: shared.Session) -> bool:
             "…or any open_clip model",
             placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k",
             help="open_clip:<arch>/<pretrained tag> (downloads once) or open_clip:<arch>@<file>",
+            key="custom_encoder",
         )
         evaluation = evaluation_settings(settings)
         submitted = st.form_submit_button("Run probe", type="primary")
@@ -346,14 +382,19 @@ def evaluation_settings(settings: StudySettings) -> StudySettings:
         repeats=int(repeats),
         test_size=float(test_size),
     )
-    seed_col, mode_col, fixed_col, duplicate_col = st.columns(4)
+    seed_col, c_col, duplicate_col = st.columns(3)
     seed = seed_col.number_input("Seed", 0, 2**31 - 1, settings.seed)
-    mode = mode_col.radio(
+    # One control, empty by default: a form cannot disable a "fixed C" box while C is chosen.
+    fixed = c_col.number_input(
         "C (regularisation)",
-        ["chosen on validation data", "fixed"],
-        index=0 if settings.fixed_c is None else 1,
+        1e-4,
+        1e5,
+        settings.fixed_c,
+        format="%.4g",
+        placeholder="chosen on validation data",
+        help="Empty: C is chosen on validation data the score never sees (recommended)."
+        " Type a value to fix C instead.",
     )
-    fixed = fixed_col.number_input("Fixed C", 1e-4, 1e5, settings.fixed_c or 1.0, format="%.4g")
     threshold = duplicate_col.number_input(
         "Duplicate cosine",
         0.9,
@@ -366,31 +407,37 @@ def evaluation_settings(settings: StudySettings) -> StudySettings:
     return replace(
         settings,
         seed=int(seed),
-        fixed_c=float(fixed) if mode == "fixed" else None,
+        fixed_c=None if fixed is None else float(fixed),
         duplicate_threshold=float(threshold),
     )
 
 
-def run(current: shared.Session) -> bool:
-    """Embed (if needed) and evaluate; True when results are ready."""
+def run(current: shared.Session, fallback_encoder: str) -> bool:
+    """Embed (if needed) and evaluate; True when results are ready. An encoder that cannot be
+    loaded gives way to ``fallback_encoder`` (the one chosen before) in the settings."""
     if current.precomputed:
         return evaluate(current, None)
+    name = current.settings.encoder
     try:
-        encoder = shared.shared_encoder(current.settings.encoder)
+        encoder = shared.encoder_for_session(name)
     except EncoderError as error:
-        st.error(str(error))
+        st.error(f"**{name}** could not be loaded: {error}")
+        current.settings = replace(current.settings, encoder=fallback_encoder)
         return False
     if current.embeddings is None or current.embeddings.encoder_id != encoder.encoder_id:
         current.embeddings = shared.embed_with_progress(current, encoder)
         current.projections.clear()
         current.thumbnails.clear()
         unreadable = [s for s in current.embeddings.skipped if s not in current.dataset.skipped]
+        current.pixels_decoded = True  # embedding decoded every image
         if unreadable:
+            current.dataset = current.dataset.without(unreadable)  # the counts stay true
             listed = "; ".join(f"{s.path} ({s.reason})" for s in unreadable[:5])
             more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
             st.session_state.run_warning = (
-                f"{len(unreadable)} files could not be read as images and were left out: {listed}"
-                f"{more}. They are listed under Skipped files on the Data page."
+                f"{plural(len(unreadable), 'file')} could not be read as an image and"
+                f" {'was' if len(unreadable) == 1 else 'were'} left out: {listed}{more}."
+                " Skipped files on the Data page lists every file left out."
             )
     return evaluate(current, encoder)
 
@@ -419,8 +466,10 @@ if current.precomputed:
 else:
     preview(current)
 if current.precomputed or current.dataset.items:
-    if (settings_form(current) or run_demo_now) and run(current):
+    chosen_before = current.settings.encoder
+    if (settings_form(current) or run_demo_now) and run(current, chosen_before):
         st.switch_page("app_pages/results.py")
     elif current.result is not None:
-        st.success(f"Results ready: accuracy {current.result.metrics.accuracy}.")
+        accuracy = percent_with_interval(current.result.metrics.accuracy)
+        st.success(f"Results ready: accuracy {accuracy}.")
         st.page_link("app_pages/results.py", label="See the results", icon=":material/monitoring:")

@@ -83,7 +83,7 @@ def predict(current: shared.Session | None) -> None:
         )
         return
     try:
-        encoder = shared.shared_encoder(weights.encoder_name or shared.DEFAULT_ENCODER)
+        encoder = shared.encoder_for_session(weights.encoder_name)
         predictions, skipped = predict_images(
             [(upload.name, upload.getvalue()) for upload in uploads], encoder, weights
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import PurePath
-
 import pandas as pd
 import streamlit as st
 
@@ -16,6 +14,7 @@ from probe_core.export import (
     result_low_confidence_table,
 )
 from probe_core.figures import confusion_figure, sweep_figure
+from probe_core.wording import caption_text, file_name_caption, plural
 from studio import shared
 
 
@@ -65,7 +64,8 @@ def headline(current: shared.Session) -> None:
 
 
 def image_grid(current: shared.Session, rows: pd.DataFrame, caption, columns: int = 6) -> None:
-    """Thumbnails of the given rows (each with a ``path``), with a caption per image."""
+    """Thumbnails of the given rows (each with a ``path``), with a caption per image (Markdown
+    in which file and class names went through ``caption_text``)."""
     index_of = {path: i for i, path in enumerate(current.embeddings.paths)}
     thumbs = shared.thumbnails_for(current, [index_of[p] for p in rows["path"]])
     grid = st.columns(columns)
@@ -74,7 +74,7 @@ def image_grid(current: shared.Session, rows: pd.DataFrame, caption, columns: in
             uri = thumbs.get(index_of[row["path"]])
             if uri:
                 st.image(uri, width=96)
-            st.caption(caption(row))
+            st.caption(caption(row), unsafe_allow_html=True)  # names escaped by caption_text
 
 
 def confusion(current: shared.Session, table: pd.DataFrame) -> None:
@@ -98,12 +98,18 @@ def confusion(current: shared.Session, table: pd.DataFrame) -> None:
     true_name = left.selectbox("True class", names, key="cell_true")
     predicted_name = right.selectbox("Predicted class", names, key="cell_predicted")
     cell = table[(table["true"] == true_name) & (table["predicted"] == predicted_name)]
-    images = "image" if len(cell) == 1 else "images"
-    st.markdown(f"**{true_name} → {predicted_name}**: {len(cell)} scored {images}")
+    st.markdown(
+        f"**{caption_text(true_name)} → {caption_text(predicted_name)}**:"
+        f" {len(cell)} scored {'image' if len(cell) == 1 else 'images'}"
+    )
+    predicted = caption_text(predicted_name)
     image_grid(
         current,
         cell.sort_values("confidence", ascending=False),
-        lambda row: f"{PurePath(row['path']).name} · p={row[f'p({predicted_name})']:.2f}",
+        lambda row: (
+            f"{file_name_caption(row['path'])}  \n"
+            f"p({predicted}) = {row[f'p({predicted_name})']:.2f}"
+        ),
     )
 
 
@@ -119,16 +125,19 @@ def label_issues(current: shared.Session) -> None:
     if table.empty:
         st.write("No image looks more like another class than like its folder's.")
     else:
-        images = "image" if len(table) == 1 else "images"
         st.caption(
-            f"{len(table)} {images} whose out-of-sample probabilities favour another class than"
-            " their folder's (cleanlab, confident learning), most suspicious first: worth a look."
+            f"{plural(len(table), 'image')} whose out-of-sample probabilities favour another"
+            " class than their folder's (cleanlab, confident learning), most suspicious first:"
+            " worth a look."
         )
         issues = {paths[issue.index]: issue for issue in result.label_issues}
         image_grid(
             current,
             table.head(18),
-            lambda row: f"{PurePath(row['path']).name}: {issues[row['path']].sentence(names)}",
+            lambda row: (
+                f"{file_name_caption(row['path'])}  \n"
+                f"{caption_text(issues[row['path']].sentence(names))}"
+            ),
         )
         st.download_button(
             "Download label_issues.csv",
@@ -139,16 +148,19 @@ def label_issues(current: shared.Session) -> None:
         )
     if not unsure.empty:
         st.markdown("**Low confidence in its own label**")
-        images = "image" if len(unsure) == 1 else "images"
+        flagged_images = "flagged image" if len(unsure) == 1 else "flagged images"
         st.caption(
-            f"{len(unsure)} more flagged {images} whose folder's class is still the most likely,"
+            f"{len(unsure)} more {flagged_images} whose folder's class is still the most likely,"
             " only with a low probability; the runner-up is the next most likely class."
         )
         flagged = {paths[item.index]: item for item in result.low_confidence_labels}
         image_grid(
             current,
             unsure.head(12),
-            lambda row: f"{PurePath(row['path']).name}: {flagged[row['path']].sentence(names)}",
+            lambda row: (
+                f"{file_name_caption(row['path'])}  \n"
+                f"{caption_text(flagged[row['path']].sentence(names))}"
+            ),
         )
         st.download_button(
             "Download low_confidence_labels.csv",
@@ -179,7 +191,11 @@ def duplicates(current: shared.Session) -> None:
             *(["leaks across train/test"] if group.leak else []),
         ]
         st.markdown(f"**Group {group_id}** · {' · '.join(tags)}")
-        image_grid(current, rows, lambda row: f"{row['label']} · {PurePath(row['path']).name}")
+        image_grid(
+            current,
+            rows,
+            lambda row: f"{file_name_caption(row['path'])}  \n{caption_text(row['label'])}",
+        )
     st.download_button(
         "Download duplicates.csv",
         table.to_csv(index=False),
@@ -216,7 +232,11 @@ if current is not None:
         image_grid(
             current,
             mistakes,
-            lambda row: f"{row['true']} → {row['predicted']} ({row['confidence']:.2f})",
+            lambda row: (
+                f"{file_name_caption(row['path'])}  \n"
+                f"{caption_text(row['true'])} → {caption_text(row['predicted'])}"
+                f" · p({caption_text(row['predicted'])}) = {row['confidence']:.2f}"
+            ),
         )
     label_issues(current)
     duplicates(current)

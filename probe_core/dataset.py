@@ -108,6 +108,25 @@ class ImageDataset:
         """Whether the dataset ships its own train/test (and maybe val) split."""
         return any(item.split for item in self.items)
 
+    def without(self, unusable: Iterable[SkippedItem]) -> ImageDataset:
+        """The same dataset with these files (found unreadable later: ``path`` and ``reason``)
+        moved from its images to its skipped files; class names and labels stay as they are."""
+        reasons = {item.path: item.reason for item in unusable}
+        known = {item.path for item in self.skipped}
+        moved = [
+            SkippedItem(item.path, reasons[item.path])
+            for item in self.items
+            if item.path in reasons and item.path not in known
+        ]
+        if not moved:
+            return self
+        return ImageDataset(
+            items=[item for item in self.items if item.path not in reasons],
+            class_names=self.class_names,
+            skipped=sorted([*self.skipped, *moved], key=lambda s: s.path),
+            root=self.root,
+        )
+
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.class_names, 0)
         for item in self.items:
@@ -339,6 +358,12 @@ def _file_problem(path: Path, real_root: Path) -> str | None:
     if not stat.S_ISREG(mode):
         return "not a regular file"
     return None
+
+
+def top_folders(paths: Iterable[str]) -> list[str]:
+    """The distinct top-level folders of uploaded relative paths (what the user picked or
+    dropped, e.g. ``["pets"]`` for ``pets/cats/1.jpg``), sorted; files at the top are ignored."""
+    return sorted({parts[0] for name in paths if len(parts := PurePosixPath(name).parts) > 1})
 
 
 def scan_blobs(files: Iterable[tuple[str, bytes]]) -> ImageDataset:

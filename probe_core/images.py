@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -100,26 +101,16 @@ def draft_scale(size: tuple[int, int], min_side: int) -> int:
     return next((scale for scale in (8, 4, 2) if room >= scale), 1)
 
 
-def load_image(data: bytes, *, draft_min_side: int | None = None) -> Image.Image:
-    """Decode bytes to an RGB image with EXIF orientation applied (first frame of animations).
-
-    Raises ImageLoadError with a reason a user can act on. Pillow's
-    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept. With ``draft_min_side``,
-    a JPEG whose shorter side is at least twice that decodes at 1/2, 1/4 or 1/8 of its size,
-    its shorter side staying at least ``draft_min_side``.
-    """
+@contextlib.contextmanager
+def _decoding(data: bytes) -> Iterator[None]:
+    """Turns what Pillow raises while opening or decoding ``data`` into an ImageLoadError with
+    a reason a user can act on."""
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.seek(0)
-            if draft_min_side and image.format == "JPEG":
-                scale = draft_scale(image.size, draft_min_side)
-                if scale > 1:  # asks libjpeg for exactly this scale; the mode stays
-                    image.draft(image.mode, (image.width // scale, image.height // scale))
-            image.load()
+            yield
     except Image.DecompressionBombError as error:
         raise ImageLoadError(
             f"image too large: {error} (Pillow's decompression-bomb limit)"
@@ -134,6 +125,24 @@ def load_image(data: bytes, *, draft_min_side: int | None = None) -> Image.Image
         if "truncated" in message.lower():
             raise ImageLoadError(f"truncated image ({message})") from error
         raise ImageLoadError(f"corrupt image ({message})") from error
+
+
+def load_image(data: bytes, *, draft_min_side: int | None = None) -> Image.Image:
+    """Decode bytes to an RGB image with EXIF orientation applied (first frame of animations).
+
+    Raises ImageLoadError with a reason a user can act on. Pillow's
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept. With ``draft_min_side``,
+    a JPEG whose shorter side is at least twice that decodes at 1/2, 1/4 or 1/8 of its size,
+    its shorter side staying at least ``draft_min_side``.
+    """
+    with _decoding(data):
+        image = Image.open(io.BytesIO(data))
+        image.seek(0)
+        if draft_min_side and image.format == "JPEG":
+            scale = draft_scale(image.size, draft_min_side)
+            if scale > 1:  # asks libjpeg for exactly this scale; the mode stays
+                image.draft(image.mode, (image.width // scale, image.height // scale))
+        image.load()
     # A broken EXIF block leaves the pixels usable: keep the image unrotated.
     with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
@@ -141,3 +150,16 @@ def load_image(data: bytes, *, draft_min_side: int | None = None) -> Image.Image
         return _pad_extreme_aspect(_to_rgb(image))
     except (OSError, ValueError) as error:
         raise ImageLoadError(f"unsupported image mode {image.mode!r} ({error})") from error
+
+
+def check_image(data: bytes, *, decode: bool = True) -> None:
+    """Raise ImageLoadError, with the reason ``load_image`` would give, when ``data`` is not a
+    usable image. ``decode=True`` decodes every pixel (a JPEG at 1/8 of its size: libjpeg still
+    reads all of its data); ``decode=False`` reads only the header and, where the format has
+    them, checks the checksums (Pillow's ``verify``: a PNG's), which is much cheaper but misses
+    a JPEG whose compressed data is damaged."""
+    if decode:
+        load_image(data, draft_min_side=1)
+        return
+    with _decoding(data):
+        Image.open(io.BytesIO(data)).verify()

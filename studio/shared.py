@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field, replace
@@ -15,11 +16,14 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
+from probe_core.decode_check import check_decoding
 from probe_core.devices import pick_device
 from probe_core.embeddings import Embeddings
 from probe_core.embeddings_io import PrecomputedEmbeddings
 from probe_core.encoders import (
+    DEFAULT_ENCODER,
     Encoder,
+    EncoderError,
     EncoderInfo,
     list_encoders,
     load_encoder,
@@ -51,6 +55,7 @@ class Session:
     projections: dict[tuple, Projection] = field(default_factory=dict)
     thumbnails: dict[int, str | None] = field(default_factory=dict)
     preview_strips: dict[str, list] = field(default_factory=dict)
+    pixels_decoded: bool | None = None  # None: not checked yet (see check_images)
     images: ImageLookup = field(default_factory=ImageLookup)  # for thumbnails
     name: str = ""  # short dataset name for file names ("demo", a zip's or folder's name)
 
@@ -157,6 +162,21 @@ def set_embeddings(
     )
 
 
+def check_images(current: Session) -> None:
+    """Check once per dataset which files decode (a progress bar meanwhile); unreadable ones
+    move from the dataset's images to its skipped files, with their reasons."""
+    if current.dataset is None or current.pixels_decoded is not None:
+        return
+    bar = st.progress(0.0, text="Checking that every image decodes…")
+
+    def update(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Checking that every image decodes: {done:,}/{total:,}")
+
+    check = check_decoding(current.dataset, progress=update)
+    bar.empty()
+    current.dataset, current.pixels_decoded = check.dataset, check.decoded
+
+
 def load_demo() -> None:
     from probe_core.dataset import scan_folder
 
@@ -168,6 +188,41 @@ def shared_encoder(name: str, device: str = "auto") -> Encoder:
     encoder = load_encoder(name, device=device)
     log.info("loaded encoder %s on %s", encoder.encoder_id, encoder.device)
     return encoder
+
+
+def encoder_for_session(name: str) -> Encoder:
+    """The shared encoder for ``name``; whether it loaded is remembered for this session, so
+    that a form never preselects an encoder that failed."""
+    loads = st.session_state.setdefault("encoder_loads", {})
+    try:
+        encoder = shared_encoder(name)
+    except EncoderError as error:
+        loads[name] = str(error)
+        raise
+    loads[name] = None
+    return encoder
+
+
+def failed_encoders() -> dict[str, str]:
+    """Encoders that failed to load in this session (and have not loaded since): the reasons."""
+    loads = st.session_state.get("encoder_loads", {})
+    return {name: reason for name, reason in loads.items() if reason is not None}
+
+
+def preselected_encoders(
+    wanted: Iterable[str], infos: Iterable[EncoderInfo], loads: dict[str, str | None]
+) -> list[str]:
+    """What a form starts with: each wanted encoder that works here (it loaded in this session,
+    or the picker lists it as ready offline), the bundled encoder in place of one that failed
+    or would need a download; no name twice."""
+    ready = {info.name for info in infos if not info.needs_download}
+    chosen: list[str] = []
+    for name in wanted:
+        works = loads[name] is None if name in loads else name in ready
+        usable = name if works else DEFAULT_ENCODER
+        if usable not in chosen:
+            chosen.append(usable)
+    return chosen
 
 
 @st.cache_data(ttl=300, show_spinner=False)

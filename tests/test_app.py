@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
+from streamlit.proto.Block_pb2 import Block as BlockProto
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from probe_core.export import read_probe_file
+from probe_core.export import predictions_table, read_probe_file, result_label_issues_table
 from probe_core.roots import ROOTS_ENV
+from probe_core.wording import caption_text, file_name_caption
 from studio import shared
 from tests import badfiles
 from tests.conftest import DEMO_DIR, pattern_image, write_image_folder
@@ -171,7 +173,7 @@ def study(at: AppTest):
 
 def preview_lines(at: AppTest) -> list[str]:
     """The per-class lines of the Data page preview, e.g. ``**red** · 6 images``."""
-    return [m for m in values(at.markdown) if m.endswith(" images") and m.startswith("**")]
+    return [m for m in values(at.markdown) if re.fullmatch(r"\*\*.+\*\* · \d+ images?", m)]
 
 
 def download(at: AppTest, media: dict, label: str):
@@ -299,12 +301,35 @@ def test_clicking_a_confusion_cell_lists_its_held_out_images(demo_run):
         count = int(m.confusion[row, col])
         assert count > 0
         images = "image" if count == 1 else "images"
-        heading = f"**{true_name} → {predicted_name}**: {count} scored {images}"
-        assert heading in values(at.markdown)
+        heading = f"**{caption_text(true_name)} → {caption_text(predicted_name)}**:"
+        assert f"{heading} {count} scored {images}" in values(at.markdown)
         assert at.selectbox(key="cell_true").value == true_name
         assert at.selectbox(key="cell_predicted").value == predicted_name
-        image_captions = [c for c in values(at.caption) if " · p=" in c]
+        probability = f"p({caption_text(predicted_name)}) = "
+        image_captions = [c for c in values(at.caption) if f"  \n{probability}" in c]
         assert len(image_captions) == count
+
+
+def test_mistake_and_label_issue_cards_name_their_file_and_label_every_probability(demo_run):
+    at = open_page(demo_run.at, RESULTS)
+    current = study(at)
+    captions = values(at.caption)
+    table = predictions_table(current.embeddings, current.result)
+    mistakes = table[~table["correct"]].nlargest(12, "confidence")
+    assert len(mistakes) == 12
+    for _, row in mistakes.iterrows():
+        true, predicted = caption_text(row["true"]), caption_text(row["predicted"])
+        assert (
+            f"{file_name_caption(row['path'])}  \n{true} → {predicted}"
+            f" · p({predicted}) = {row['confidence']:.2f}"
+        ) in captions
+    issues = result_label_issues_table(current.embeddings, current.result)
+    assert not issues.empty
+    for path in issues.head(18)["path"]:
+        assert any(
+            c.startswith(f"{file_name_caption(path)}  \n") and "looks like" in c for c in captions
+        ), path
+    assert [c for c in captions if re.search(r"\bp\s*=", c)] == []  # every p names its class
 
 
 def test_map_page_draws_pca_and_box_selection_downloads_the_selected_paths(demo_run, app_env):
@@ -422,6 +447,35 @@ def test_predict_new_images_shows_a_class_per_image_and_skips_bad_files(demo_run
     assert [c.key for c in at.get("plotly_chart")] == [f"prediction_{first_animal.name}"]
 
 
+def test_the_data_page_gives_the_accuracy_as_the_results_page_does(demo_run):
+    at = open_page(demo_run.at, "app_pages/data.py")
+    accuracy = study(at).result.metrics.accuracy
+    shown = f"{accuracy.value:.1%} (95% CI {accuracy.low:.1%} to {accuracy.high:.1%})"
+    assert values(at.success) == [f"Results ready: accuracy {shown}."]
+    open_page(at, RESULTS)
+    assert metrics(at)["Accuracy"] == f"{accuracy.value:.1%}"
+    assert f"95% CI {accuracy.low:.1%} to {accuracy.high:.1%}" in values(at.caption)
+
+
+def test_c_is_chosen_on_validation_data_unless_a_value_is_typed():
+    at = new_app()
+    c_inputs = [n for n in at.number_input if n.label.startswith("C ")]
+    assert [n.label for n in c_inputs] == ["C (regularisation)"]
+    assert c_inputs[0].value is None  # shows "chosen on validation data"
+    assert c_inputs[0].proto.placeholder == "chosen on validation data"
+    assert "Fixed C" not in [n.label for n in at.number_input]  # nothing editable but unused
+    uploader(at, "browse_").set_value(folder_upload(["red", "green"], per_class=6)).run()
+    run_probe(at)
+    assert study(at).settings.fixed_c is None
+    assert study(at).result.sweep.method != "fixed"
+
+    open_page(at, "app_pages/data.py")
+    next(n for n in at.number_input if n.label == "C (regularisation)").set_value(0.5)
+    run_probe(at)
+    assert study(at).settings.fixed_c == 0.5
+    assert study(at).result.chosen_c == 0.5
+
+
 def test_pages_without_results_offer_to_run_the_demo():
     at = new_app()
     for page in (RESULTS, MAP, PREDICT):
@@ -445,7 +499,7 @@ def test_browsed_folder_takes_classes_from_its_subfolders_and_runs():
     at = new_app()
     uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"])).run()
     assert_ok(at)
-    assert values(at.subheader)[0] == "Uploaded folder"
+    assert values(at.subheader)[0] == "Uploaded folder “data” (18 files)"
     assert metrics(at) == {"Images": "18", "Classes": "3", "Skipped files": "0"}
     assert study(at).dataset.class_names == ["blue", "green", "red"]  # not "data"
     assert preview_lines(at) == [f"**{name}** · 6 images" for name in ("blue", "green", "red")]
@@ -488,7 +542,7 @@ def test_duplicates_and_label_issues_are_shown_with_thumbnails():
     group = next(m for m in values(at.markdown) if m.startswith("**Group "))
     assert "identical files" in group and "label conflict" in group
     captions = values(at.caption)
-    assert any(c.endswith("· copy_of_red.png") for c in captions)
+    assert any(c.startswith(f"{file_name_caption('copy_of_red.png')}  \n") for c in captions)
     downloads = [d.label for d in at.get("download_button")]
     assert "Download duplicates.csv" in downloads and "Download label_issues.csv" in downloads
 
@@ -521,7 +575,7 @@ def test_an_upload_after_a_failed_zip_is_usable():
     assert_ok(at)
     uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"])).run()
     assert_ok(at)
-    assert values(at.subheader)[0] == "Uploaded folder"
+    assert values(at.subheader)[0] == "Uploaded folder “data” (18 files)"
     run_probe(at)
     assert values(at.title) == ["Results"], values(at.error)
     assert len(study(at).embeddings) == 18
@@ -535,7 +589,7 @@ def test_a_failed_zip_upload_keeps_the_previous_upload_usable():
     at.run()
     assert_ok(at)
     assert values(at.error) == ["photos.zip: not a readable zip archive (File is not a zip file)"]
-    assert values(at.subheader)[0] == "Uploaded folder"
+    assert values(at.subheader)[0] == "Uploaded folder “data” (18 files)"
     run_probe(at)
     assert values(at.title) == ["Results"], values(at.error)
     assert len(study(at).embeddings) == 18
@@ -561,6 +615,36 @@ def test_built_classes_use_the_typed_names():
     assert preview_lines(at) == ["**cats** · 4 images", "**dogs** · 4 images"]
     run_probe(at)
     assert study(at).result.class_names == ["cats", "dogs"]
+
+
+def open_data_tab(at: AppTest) -> str:
+    """The label of the tab the Data page opens with."""
+    found = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if isinstance(proto, BlockProto) and proto.WhichOneof("type") == "tab_container":
+            found.append(proto.tab_container)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    assert len(found) == 1
+    labels = [tab.label for tab in at.tabs]
+    return found[0].default_tab_label or labels[found[0].default_tab_index]
+
+
+def test_the_tab_that_loaded_the_images_stays_open_after_visiting_other_pages():
+    at = new_app()
+    assert open_data_tab(at) == "Demo"
+    archive = zipped(folder_upload(["red", "green"], per_class=3))
+    uploader(at, "zip_").set_value([("colours.zip", archive, "application/zip")]).run()
+    assert_ok(at)
+    assert open_data_tab(at) == "Zip file"
+    open_page(at, RESULTS)
+    open_page(at, "app_pages/data.py")
+    assert values(at.subheader)[0] == "Zip: colours.zip"
+    assert open_data_tab(at) == "Zip file"
 
 
 def test_server_folder_outside_the_allowed_roots_is_refused():
@@ -597,7 +681,7 @@ def test_server_folder_under_an_operator_root_loads(monkeypatch, tmp_path):
 # --- bad input ---------------------------------------------------------------------------------
 
 
-def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
+def test_unreadable_files_are_listed_with_reasons_before_the_run_and_the_run_completes():
     at = new_app()
     files = folder_upload(["red", "green", "blue"])
     files += [
@@ -607,14 +691,9 @@ def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
     ]
     uploader(at, "browse_").set_value(files).run()
     assert_ok(at)
-    run_probe(at)
-    assert values(at.title) == ["Results"]
-    assert len(study(at).embeddings) == 18
-    warning = " ".join(values(at.warning))
-    assert "red/broken.jpg" in warning and "green/notes.jpg" in warning
-
-    open_page(at, "app_pages/data.py")  # the preview lists every skipped file once known
-    assert metrics(at)["Skipped files"] == "3"
+    # The preview decodes every image: 21 files, 18 usable, 3 skipped, before any run.
+    assert metrics(at) == {"Images": "18", "Classes": "3", "Skipped files": "3"}
+    assert preview_lines(at) == [f"**{name}** · 6 images" for name in ("blue", "green", "red")]
     assert [e.label for e in at.expander] == ["Skipped files (3)"]
     table = at.expander[0].dataframe[0].value
     reasons = {
@@ -625,6 +704,67 @@ def test_unreadable_files_are_listed_with_reasons_and_the_run_completes():
     assert "unsupported file type" in reasons["readme.txt"]
     assert "text file" in reasons["notes.jpg"]
     assert "corrupt" in reasons["broken.jpg"]
+
+    run_probe(at)
+    assert values(at.title) == ["Results"]
+    assert len(study(at).embeddings) == 18
+    assert values(at.warning) == []  # nothing new was found while embedding
+    open_page(at, "app_pages/data.py")
+    assert metrics(at) == {"Images": "18", "Classes": "3", "Skipped files": "3"}
+    assert [e.label for e in at.expander] == ["Skipped files (3)"]
+
+
+def test_a_corrupt_jpeg_in_a_zip_counts_once_as_skipped_before_and_after_the_run():
+    """Ten files: cats has four images, a corrupt JPEG and a text file; dogs four images."""
+    files = folder_upload(["cats", "dogs"], per_class=4)
+    files += [
+        ("data/cats/broken.jpg", badfiles.corrupt_jpeg_bytes(), "image/jpeg"),
+        ("data/cats/notes.txt", badfiles.text_bytes(), "text/plain"),
+    ]
+    at = new_app()
+    uploader(at, "zip_").set_value([("pets.zip", zipped(files), "application/zip")]).run()
+    assert_ok(at)
+    expected = {"Images": "8", "Classes": "2", "Skipped files": "2"}
+    assert metrics(at) == expected
+    assert preview_lines(at) == ["**cats** · 4 images", "**dogs** · 4 images"]
+    run_probe(at)
+    open_page(at, "app_pages/data.py")
+    assert metrics(at) == expected  # eight images and two skipped files: ten, as uploaded
+    assert preview_lines(at) == ["**cats** · 4 images", "**dogs** · 4 images"]
+
+
+def test_damaged_image_data_found_while_embedding_moves_from_images_to_skipped(monkeypatch):
+    """Above the decode limit only headers are read: the preview says so, and a JPEG whose data
+    is damaged is found while embedding, after which the counts still add up."""
+    monkeypatch.setattr("probe_core.decode_check.FULL_DECODE_LIMIT", 5)
+    files = folder_upload(["cats", "dogs"], per_class=4)
+    files.append(("data/cats/broken.jpg", badfiles.corrupt_jpeg_bytes(), "image/jpeg"))
+    at = new_app()
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    assert metrics(at) == {"Images": "9", "Classes": "2", "Skipped files": "0"}
+    assert any(c.startswith("Over 5 images: only the file headers") for c in values(at.caption))
+    run_probe(at)
+    assert [w for w in values(at.warning) if "broken.jpg" in w] == [
+        "1 file could not be read as an image and was left out: cats/broken.jpg"
+        f" ({study(at).dataset.skipped[0].reason}). Skipped files on the Data page lists every"
+        " file left out."
+    ]
+    open_page(at, "app_pages/data.py")
+    assert metrics(at) == {"Images": "8", "Classes": "2", "Skipped files": "1"}
+    assert preview_lines(at) == ["**cats** · 4 images", "**dogs** · 4 images"]
+    assert not any(c.startswith("Over 5 images") for c in values(at.caption))
+
+
+def test_counts_of_one_read_in_the_singular():
+    at = new_app()
+    files = folder_upload(["red", "green"], per_class=3)[:4]  # red: 3 images, green: 1
+    files.append(("data/green/readme.txt", badfiles.text_bytes(), "text/plain"))
+    uploader(at, "browse_").set_value(files).run()
+    assert_ok(at)
+    assert preview_lines(at) == ["**green** · 1 image", "**red** · 3 images"]
+    assert values(at.subheader)[0] == "Uploaded folder “data” (5 files)"
+    assert [e.label for e in at.expander] == ["Skipped files (1)"]
 
 
 def test_a_single_class_explains_that_two_are_needed():

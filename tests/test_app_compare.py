@@ -208,8 +208,43 @@ def test_one_encoder_is_not_a_comparison():
     at = open_page(new_app(), COMPARE)
     at.multiselect[0].set_value([PIXELS])
     compare(at)
-    assert values(at.error) == ["a comparison needs at least two different encoders"]
+    assert values(at.error) == [
+        "The comparison failed: a comparison needs at least two different encoders"
+    ]
     assert not at.dataframe
+
+
+FAILING = "open_clip:ViT-B-32@/nonexistent/weights.pt"  # fails to load, offline or not
+FAILURE = "checkpoint file not found: /nonexistent/weights.pt"
+
+
+def test_an_encoder_that_failed_on_the_data_page_is_not_preselected_here():
+    at = new_app()
+    at.text_input(key="custom_encoder").set_value(FAILING)
+    button(at, "Run probe").click().run()
+    assert_ok(at)
+    assert values(at.error) == [f"**{FAILING}** could not be loaded: {FAILURE}"]
+    assert study(at).settings.encoder == BUNDLED  # the settings keep the encoder that works
+    open_page(at, COMPARE)
+    assert at.multiselect(key="compare_encoders").value == [BUNDLED, PIXELS]
+
+
+def test_an_encoder_that_fails_in_a_comparison_is_named_in_plain_sight_and_deselected():
+    at = open_page(new_app(), COMPARE)
+    at.multiselect(key="compare_encoders").set_value([PIXELS, FAILING])
+    compare(at)
+    message = f"**{FAILING}** could not be loaded, so it was taken out of the selection: {FAILURE}"
+    assert values(at.error) == [message]
+    hidden = [e.value for box in [*at.status, *at.expander] for e in box.error]
+    assert hidden == []  # not inside a collapsed status box or an expander
+    assert at.multiselect(key="compare_encoders").value == [PIXELS]
+    assert "comparison_run" not in at.session_state
+
+    at.run()  # the reason stays until the next comparison
+    assert values(at.error) == [message]
+    open_page(at, "app_pages/data.py")
+    open_page(at, COMPARE)
+    assert FAILING not in at.multiselect(key="compare_encoders").value
 
 
 def test_without_images_the_page_offers_the_demo():

@@ -77,7 +77,7 @@ def preview_classes(page) -> dict[str, int]:
     """Class name -> image count as listed in the Data page preview (``**name** · N images``)."""
     found = {}
     for text in page.get_by_test_id("stMarkdownContainer").all_inner_texts():
-        match = re.fullmatch(r"(.+) · (\d+) images", text.strip())
+        match = re.fullmatch(r"(.+) · (\d+) images?", text.strip())
         if match:
             found[match.group(1)] = int(match.group(2))
     return found
@@ -97,6 +97,32 @@ def wait_for_plot(page, key: str) -> None:
         arg=key,
         timeout=SHORT,
     )
+
+
+# Where the text of an element wraps inside a word: pairs of characters on either side of a
+# line change, other than after a separator (_ - . space) or at an explicit line break.
+MID_WORD_BREAKS = """(element) => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const chars = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const afterBreak = !!node.previousSibling && node.previousSibling.nodeName === 'BR';
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getClientRects()[0];
+      if (rect) chars.push({c: node.data[i], top: rect.top, lineStart: afterBreak && i === 0});
+    }
+  }
+  const breaks = [];
+  for (let i = 1; i < chars.length; i++) {
+    const wrapped = chars[i].top > chars[i - 1].top + 2;
+    const allowed = '_-. \u00b7'.includes(chars[i - 1].c) || chars[i].c === ' '
+      || chars[i].lineStart;
+    if (wrapped && !allowed) breaks.push(chars[i - 1].c + chars[i].c);
+  }
+  return breaks;
+}"""
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -155,7 +181,7 @@ def test_browse_folder_upload_then_run_probe(open_app, tmp_path):
     uploader = page.get_by_test_id("stFileUploader").filter(has_text="Pick a folder")
     uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(folder)
 
-    page.get_by_role("heading", name="Uploaded folder").wait_for(timeout=LONG)
+    page.get_by_role("heading", name="Uploaded folder “colours” (24 files)").wait_for(timeout=LONG)
     wait_for_idle(page)
     assert preview_classes(page) == counts
     shot(page, "browse-upload-preview")
@@ -186,7 +212,7 @@ def test_folder_drop_keeps_subfolders(open_app, tmp_path):
     for kind in ("dragEnter", "dragOver", "drop"):
         cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
 
-    page.get_by_role("heading", name="Dropped folder (11 files)").wait_for(timeout=LONG)
+    page.get_by_role("heading", name="Dropped folder “pets” (11 files)").wait_for(timeout=LONG)
     wait_for_idle(page)
     assert preview_classes(page) == {"birds": 3, "cats": 4, "dogs": 4}
     shot(page, "folder-drop-preview")
@@ -222,6 +248,14 @@ def test_confusion_cell_click_shows_its_images(open_app):
     images = column.get_by_test_id("stImage")
     images.nth(counts[row][col] - 1).wait_for()
     assert images.count() == counts[row][col]
+    captions = column.get_by_test_id("stCaptionContainer")
+    names = [caption.evaluate("(e) => e.innerText") for caption in captions.all()]
+    assert sum(bool(re.search(r"\.png\n", name)) for name in names) == count  # a name each
+    wrapped = {
+        name: caption.evaluate(MID_WORD_BREAKS)
+        for name, caption in zip(names, captions.all(), strict=True)
+    }
+    assert {name: pairs for name, pairs in wrapped.items() if pairs} == {}
     page.mouse.move(1380, 1980)  # off the chart (and the sidebar button) before the picture
     page.wait_for_timeout(500)  # and let the thumbnails paint
     shot(page, "results-tall")  # the README's docs/results.png is a copy of this artifact
