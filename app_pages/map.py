@@ -10,6 +10,7 @@ from probe_core.embeddings import Embeddings
 from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
 from probe_core.figures import COLOR_BY, embedding_figure, map_frame
 from probe_core.projection import MapScore, Projection, score_map
+from probe_core.wording import caption_text, plural
 from studio import shared
 from studio.components import hover_thumbnails
 
@@ -25,41 +26,44 @@ def map_score(projection: Projection, embeddings: Embeddings) -> MapScore | None
 
 
 def show_map_quality(score: MapScore | None, projection: Projection) -> bool:
-    """The map's trustworthiness and k-NN label agreement; True when disagreeing points
-    should be highlighted."""
+    """The map's trustworthiness and k-NN label agreement, in a row of their own (so that no
+    label is cut short); True when disagreeing points should be highlighted."""
     st.markdown("**How far to trust this map**")
     if score is None:
         st.caption("Too few points to judge the map.")
         return False
     quality = score.quality
-    st.metric(
+    trust, full, on_map = st.columns(3)
+    trust.metric(
         f"Trustworthiness (k = {quality.k})",
         f"{quality.trustworthiness:.2f}",
         help="1.0 when every point's k nearest neighbours on the map are also among its"
         " nearest neighbours in the full embedding (cosine); scikit-learn's trustworthiness.",
     )
-    st.metric(
+    full.metric(
         "k-NN label agreement, full embedding",
         f"{quality.knn_agreement_full:.0%}",
         help=f"Share of points whose {quality.k} nearest neighbours in the full embedding"
         " mostly carry the point's own label.",
     )
-    st.metric(
+    on_map.metric(
         f"k-NN label agreement, {quality.n_components}-D map",
         f"{quality.knn_agreement_map:.0%}",
         help="The same on the map: a lower number means the map mixes classes that the"
         " full embedding keeps apart.",
     )
     reading = score.reading()
-    st.caption(reading[:1].upper() + reading[1:] + ".")
+    notes = [reading[:1].upper() + reading[1:] + "."]
     if projection.neighbour_search == "exact":
-        st.caption("UMAP ran on exact cosine neighbours.")
+        notes.append("UMAP ran on exact cosine neighbours.")
     elif projection.neighbour_search == "approximate":
-        st.caption("UMAP ran on approximate neighbours (pynndescent).")
+        notes.append("UMAP ran on approximate neighbours (pynndescent).")
     if "pca_dimensions" in projection.params:
-        st.caption(f"UMAP ran on a {projection.params['pca_dimensions']}-D PCA of the vectors.")
+        notes.append(f"UMAP ran on a {projection.params['pca_dimensions']}-D PCA of the vectors.")
+    st.caption(" ".join(notes))
     return st.toggle(
-        f"Highlight the {len(score.disagreeing):,} points whose map neighbourhood disagrees",
+        f"Highlight the {plural(len(score.disagreeing), 'point')} whose map neighbourhood"
+        " disagrees",
         key="map_highlight",
         help="Ringed points: the majority label of their neighbours on the map differs from"
         " that of their neighbours in the full embedding.",
@@ -140,32 +144,35 @@ if current is not None:
         disabled=method != "umap",
     )
     projection = shared.projection_for(current, method, dims, n_neighbors, min_dist)
-    map_col, quality_col = st.columns([4, 1])
-    with quality_col:
-        score = map_score(projection, current.embeddings)
-        highlight = show_map_quality(score, projection)
+    score = map_score(projection, current.embeddings)
+    highlight = show_map_quality(score, projection)
     figure = embedding_figure(projection, current.embeddings, current.result, color_by=color_by)
     if highlight and score is not None:
         add_disagreement_layer(figure, projection, current.embeddings, score.disagreeing)
     figure.update_layout(height=620, dragmode="lasso" if dims == 2 else None)
-    with map_col:
-        event = st.plotly_chart(
-            figure,
-            key="map",
-            on_select="rerun",
-            selection_mode=("points", "box", "lasso"),
-            width="stretch",
-        )
+    event = st.plotly_chart(
+        figure,
+        key="map",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        width="stretch",
+    )
+    # A 3-D view has no box or lasso (and Plotly reports no clicks on it): dragging turns it.
+    select = (
+        "drag a box or lasso to select images."
+        if dims == 2
+        else "drag to turn the view, scroll to zoom. To select images, switch to 2-D."
+    )
     if current.images.reason:
-        st.caption(f"No thumbnails: {current.images.reason}. Drag a box or lasso to select.")
+        st.caption(f"No thumbnails: {current.images.reason}. {select[:1].upper()}{select[1:]}")
     else:
         hover_thumbnails("map", lambda index: shared.thumbnails_for(current, [index]).get(index))
-        st.caption("Hover a point for its thumbnail; drag a box or lasso to select images.")
+        st.caption(f"Hover a point for its thumbnail; {select}")
 
     selected = sorted({int(p["customdata"][1]) for p in (event.selection.points if event else [])})
     if selected:
         frame = map_frame(projection, current.embeddings, current.result).iloc[selected]
-        st.subheader(f"{len(selected)} selected images")
+        st.subheader(f"{plural(len(selected), 'selected image')}")
         st.download_button(
             "Download selection as CSV",
             frame[["path", "true", "predicted", "split"]].to_csv(index=False),
@@ -178,6 +185,7 @@ if current is not None:
             with grid[position % 8]:
                 if index in thumbs:
                     st.image(thumbs[index], width=80)
-                st.caption(current.embeddings.paths[index])
+                path = current.embeddings.paths[index]
+                st.caption(caption_text(path, breakable=True), unsafe_allow_html=True)
         if len(selected) > 60:
             st.caption(f"… and {len(selected) - 60} more in the CSV.")

@@ -17,6 +17,13 @@ from .probe import SweepResult
 from .projection import Projection
 
 COLOR_BY = ("true", "predicted", "correct")
+COLOR_TITLES = {
+    "true": "coloured by true class",
+    "predicted": "coloured by predicted class",
+    "correct": "coloured by whether the probe was right",
+}
+LEGEND_TITLES = {"true": "true class", "predicted": "predicted class", "correct": "prediction"}
+THREE_D_EYE = {"x": 1.6, "y": 1.6, "z": 1.1}
 NOT_SCORED = "train (not scored)"
 # One qualitative colour per class, by its position in the class list, set on the figure
 # itself: a standalone file then draws what the app draws (Streamlit's own template only holds
@@ -149,16 +156,18 @@ def embedding_figure(
             "wrong": "#d62728",
         },
     }
-    label = f"{projection.method.upper()} of normalised embeddings, coloured by {color_by} class"
+    label = f"{projection.method.upper()} of normalised embeddings, {COLOR_TITLES[color_by]}"
     if projection.n_components == 3:
         figure = px.scatter_3d(frame, x="x", y="y", z="z", **common)
         figure.update_traces(marker={"size": 3})
+        # Plotly's default eye (1.25, 1.25, 1.25) cuts off the cube's lower tick labels.
+        figure.update_layout(scene={"camera": {"eye": THREE_D_EYE}, "aspectmode": "cube"})
     else:
         figure = px.scatter(frame, x="x", y="y", **common)
         figure.update_traces(marker={"size": 7, "opacity": 0.85})
         figure.update_xaxes(showticklabels=False, title=None)
         figure.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
-    figure.update_layout(title=label, legend_title_text=color_by, margin={"t": 50})
+    figure.update_layout(title=label, legend_title_text=LEGEND_TITLES[color_by], margin={"t": 50})
     return figure
 
 

@@ -86,7 +86,7 @@ _HOVER_JS = """
 export default function (component) {
   const { data, setStateValue } = component;
   const store = window.__psHover || (window.__psHover = {
-    uris: {}, hovered: null, x: 0, y: 0, timer: null, charts: new WeakSet(), tip: null,
+    uris: {}, hovered: null, x: 0, y: 0, timer: null, tip: null,
   });
   Object.assign(store.uris, data.thumbnails || {});
   store.request = (index) => setStateValue('hovered', index);
@@ -100,31 +100,57 @@ export default function (component) {
     store.tip = tip;
   }
   const tip = store.tip;
-  const show = () => {
+  const show = store.show = () => {
     const uri = store.hovered === null ? null : store.uris[String(store.hovered)];
     if (!uri) { tip.style.display = 'none'; return; }
+    const x = store.fromMouse ? store.mouseX : store.x;  // 3-D hover events carry no mouse event
+    const y = store.fromMouse ? store.mouseY : store.y;
     tip.src = uri;
-    tip.style.left = Math.max(0, store.x - 114) + 'px';  // left of the cursor:
-    tip.style.top = Math.max(0, store.y - 110) + 'px';   // Plotly's label is on the right
+    tip.style.left = Math.max(0, x - 114) + 'px';  // left of the cursor:
+    tip.style.top = Math.max(0, y - 110) + 'px';   // Plotly's label is on the right
     tip.style.display = 'block';
   };
+  const hide = () => { store.pendingHide = false; store.hovered = null; show(); };
+  // One listener pair for every chart, kept in the store: Plotly drops a chart's listeners
+  // when it redraws it from scratch (2-D to 3-D), so each check attaches them again if gone.
+  store.onHover = store.onHover || ((event) => {
+    const point = event.points && event.points[0];
+    const index = point && point.customdata ? point.customdata[1] : null;
+    const e = event.event || {};
+    store.hovered = index;
+    store.pendingHide = false;
+    store.fromMouse = !e.clientX;
+    store.x = e.clientX || 0;
+    store.y = e.clientY || 0;
+    store.show();
+    if (index === null || String(index) in store.uris) return;
+    clearTimeout(store.timer);  // fetched only for a point the cursor rests on
+    store.timer = setTimeout(() => { if (store.hovered === index) store.request(index); }, 150);
+  });
+  // A 3-D scene also "unhovers" a point while the cursor rests on it: the thumbnail goes once
+  // the cursor moves on (or leaves the chart).
+  store.onUnhover = store.onUnhover || (() => {
+    store.pendingHide = true;
+    store.unhoveredAt = [store.mouseX, store.mouseY];
+  });
   const attach = () => {
     const chart = document.querySelector('.st-key-' + data.target + ' .js-plotly-plot');
-    if (!chart || !chart.on || store.charts.has(chart)) return;
-    store.charts.add(chart);
-    chart.on('plotly_hover', (event) => {
-      const point = event.points && event.points[0];
-      const index = point && point.customdata ? point.customdata[1] : null;
-      const e = event.event || {};
-      store.hovered = index;
-      store.x = e.clientX || 0;
-      store.y = e.clientY || 0;
-      show();
-      if (index === null || String(index) in store.uris) return;
-      clearTimeout(store.timer);  // fetched only for a point the cursor rests on
-      store.timer = setTimeout(() => { if (store.hovered === index) store.request(index); }, 150);
-    });
-    chart.on('plotly_unhover', () => { store.hovered = null; show(); });
+    if (!chart || !chart.on) return;
+    if (!chart.dataset.psMouse) {
+      chart.dataset.psMouse = '1';
+      chart.addEventListener('mousemove', (e) => {
+        store.mouseX = e.clientX;
+        store.mouseY = e.clientY;
+        const [x, y] = store.unhoveredAt || [e.clientX, e.clientY];
+        if (store.pendingHide && Math.abs(e.clientX - x) + Math.abs(e.clientY - y) > 4) hide();
+      }, true);
+      chart.addEventListener('mouseleave', hide);
+    }
+    // Plotly's event emitter: a chart redrawn from scratch gets a new one, without ours.
+    const emitter = chart._ev;
+    if (!emitter || emitter.listeners('plotly_hover').includes(store.onHover)) return;
+    chart.on('plotly_hover', store.onHover);
+    chart.on('plotly_unhover', store.onUnhover);
   };
   attach();
   show();  // a thumbnail that just arrived for the point still hovered

@@ -282,17 +282,13 @@ def test_map_hover_thumbnail_and_lasso(open_app):
                    rect.top + ya._offset + ya.c2p(point.y)], total];
         }"""
     )
-    thumb_shown = (
-        "() => { const tip = document.getElementById('ps-hover-thumb');"
-        " return !!tip && tip.style.display === 'block' && tip.src.startsWith('data:image'); }"
-    )
     # The hover component attaches to the chart on a 500 ms timer: hover again until it has.
     area = page.locator(".st-key-map .nsewdrag").first.bounding_box()
     for _ in range(20):
         page.mouse.move(area["x"] + 2, area["y"] + 2)
         page.mouse.move(*first, steps=3)
         try:
-            page.wait_for_function(thumb_shown, timeout=1000)
+            page.wait_for_function(THUMB_SHOWN, timeout=1000)
             break
         except sync_api.TimeoutError:
             continue
@@ -311,3 +307,58 @@ def test_map_hover_thumbnail_and_lasso(open_app):
     assert heading.inner_text() == f"{total} selected images"
     page.get_by_role("button", name="Download selection as CSV").wait_for()
     shot(page, "map-lasso")
+
+
+THUMB_SHOWN = (
+    "() => { const tip = document.getElementById('ps-hover-thumb');"
+    " return !!tip && tip.style.display === 'block' && tip.src.startsWith('data:image'); }"
+)
+
+# Labels shown cut short (Streamlit ends a label that does not fit with an ellipsis).
+TRUNCATED_LABELS = """() => [...document.querySelectorAll(
+    '[data-testid=stMetricLabel], [data-testid=stWidgetLabel], [data-testid=stCheckbox] label')]
+  .filter((label) => [label, ...label.querySelectorAll('*')]
+    .some((e) => getComputedStyle(e).textOverflow === 'ellipsis'
+      && e.scrollWidth > e.clientWidth + 1))
+  .map((label) => label.innerText)"""
+
+
+def test_map_labels_are_shown_whole_in_2d_and_3d(open_app):
+    page = open_app()
+    run_probe_and_open_results(page)
+    page.get_by_role("link", name="Map").click()
+    page.get_by_text("How far to trust this map").wait_for(timeout=LONG)
+    wait_for_idle(page)
+    wait_for_plot(page, "map")
+    assert page.evaluate(TRUNCATED_LABELS) == []
+    page.get_by_text("Highlight the ", exact=False).wait_for()
+    shot(page, "map-2d")
+
+    page.get_by_text("3-D", exact=True).click()
+    page.get_by_text("drag to turn the view", exact=False).wait_for(timeout=LONG)
+    wait_for_idle(page)
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('.st-key-map .js-plotly-plot');"
+        " return !!(gd && gd._fullLayout && gd._fullLayout.scene); }",
+        timeout=LONG,
+    )
+    assert page.evaluate(TRUNCATED_LABELS) == []
+    assert page.get_by_text("box or lasso", exact=False).count() == 0
+
+    # Hovering a point of the 3-D view shows its thumbnail too (Plotly drops the chart's
+    # listeners when it redraws it in 3-D: the component attaches them again).
+    graph = plotly_graph(page, "map")
+    graph.evaluate(
+        "(gd) => { window.__hovered = null;"
+        " gd.on('plotly_hover', (e) => { window.__hovered = e.points[0].customdata[1]; }); }"
+    )
+    area = graph.bounding_box()
+    for fy, fx in ((y / 30, x / 30) for y in range(6, 28) for x in range(6, 24)):
+        page.mouse.move(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy)
+        page.wait_for_timeout(60)
+        if page.evaluate("() => window.__hovered !== null"):
+            break
+    else:
+        pytest.fail("no point of the 3-D view could be hovered")
+    page.wait_for_function(THUMB_SHOWN, timeout=SHORT)
+    shot(page, "map-3d")

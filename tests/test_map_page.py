@@ -109,7 +109,7 @@ def test_every_map_shows_its_trustworthiness_and_label_agreement(demo, method, d
     quality = map_quality(current.embeddings.vectors, coords, current.embeddings.labels, k=15)
     assert quality_metrics(demo) == expected_metrics(quality)
     reading = quality.reading()
-    assert reading[:1].upper() + reading[1:] + "." in values(demo.caption)
+    assert any(c.startswith(reading[:1].upper() + reading[1:] + ".") for c in values(demo.caption))
 
 
 def test_the_highlight_toggle_rings_the_points_whose_neighbourhood_the_map_changes(demo):
@@ -132,3 +132,41 @@ def test_the_highlight_toggle_rings_the_points_whose_neighbourhood_the_map_chang
 
     demo.toggle(key="map_highlight").set_value(False).run()
     assert highlighted_indices(demo) is None
+
+
+def test_a_3d_map_says_how_to_select_in_3d_and_shows_its_whole_cube(demo):
+    demo.session_state["map_method"] = "pca"
+    demo.session_state["map_dims"] = 3
+    open_page(demo, MAP)
+    hints = [c for c in values(demo.caption) if c.startswith("Hover a point")]
+    assert hints == [
+        "Hover a point for its thumbnail; drag to turn the view, scroll to zoom. To select"
+        " images, switch to 2-D."
+    ]
+    eye = chart(demo, "map")["layout"]["scene"]["camera"]["eye"]
+    plotly_default = np.linalg.norm([1.25, 1.25, 1.25])  # cuts off the lower tick labels
+    assert np.linalg.norm([eye["x"], eye["y"], eye["z"]]) > 1.1 * plotly_default
+
+    demo.session_state["map_dims"] = 2
+    open_page(demo, MAP)
+    hints = [c for c in values(demo.caption) if c.startswith("Hover a point")]
+    assert hints == ["Hover a point for its thumbnail; drag a box or lasso to select images."]
+
+
+@pytest.mark.parametrize(
+    ("color_by", "title", "legend"),
+    [
+        ("true", "coloured by true class", "true class"),
+        ("predicted", "coloured by predicted class", "predicted class"),
+        ("correct", "coloured by whether the probe was right", "prediction"),
+    ],
+)
+def test_the_map_title_says_what_the_colours_mean(demo, color_by, title, legend):
+    demo.session_state["map_method"] = "pca"
+    demo.session_state["map_dims"] = 2
+    demo.session_state["map_color"] = color_by
+    open_page(demo, MAP)
+    layout = chart(demo, "map")["layout"]
+    assert layout["title"]["text"] == f"PCA of normalised embeddings, {title}"
+    assert layout["legend"]["title"]["text"] == legend
+    demo.session_state["map_color"] = "true"
