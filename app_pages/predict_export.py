@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from probe_core.encoders import EncoderError
@@ -18,6 +16,7 @@ from probe_core.export import (
     probe_weights,
     read_probe_file,
 )
+from probe_core.figures import prediction_figure
 from probe_core.predict import ProbeMismatchError, predict_images
 from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
@@ -27,7 +26,7 @@ from studio import shared
 def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
     """The probe fitted in this session, or one loaded from a saved file."""
     saved = st.file_uploader(
-        "…or use a saved probe (.safetensors or .json exported here)",
+        "Use a saved probe instead (optional: a .safetensors or .json file exported here)",
         type=["safetensors", "json"],
         key="saved_probe",
     )
@@ -69,10 +68,10 @@ def encoder_name(current: shared.Session) -> str:
 
 def predict(current: shared.Session | None) -> None:
     st.subheader("Predict new images")
-    weights = probe_to_use(current)
     uploads = st.file_uploader(
         "Drop new images", type=shared.IMAGE_TYPES, accept_multiple_files=True, key="predict_images"
     )
+    weights = probe_to_use(current)
     if weights is None or not uploads:
         return
     if not weights.encoder_name:
@@ -98,19 +97,11 @@ def predict(current: shared.Session | None) -> None:
         image_col, chart_col = st.columns([1, 3])
         image_col.image(upload.getvalue(), width=140)
         image_col.caption(f"{prediction.name}: **{prediction.predicted}**")
-        frame = pd.DataFrame(
-            {"class": prediction.class_names, "probability": prediction.probabilities}
+        chart_col.plotly_chart(
+            prediction_figure(prediction.class_names, prediction.probabilities),
+            width="stretch",
+            key=f"prediction_{prediction.name}",
         )
-        chart = px.bar(
-            frame,
-            x="probability",
-            y="class",
-            orientation="h",
-            range_x=[0, 1],
-            height=60 + 28 * len(frame),
-        )
-        chart.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0})
-        chart_col.plotly_chart(chart, width="stretch", key=f"prediction_{prediction.name}")
 
 
 def downloads(current: shared.Session) -> None:

@@ -15,6 +15,7 @@ from .evaluation.metrics import Metrics
 from .evaluation.protocols import ProbeResult
 from .probe import SweepResult
 from .projection import Projection
+from .wording import percent
 
 COLOR_BY = ("true", "predicted", "correct")
 COLOR_TITLES = {
@@ -267,5 +268,32 @@ def fewshot_figure(
         xaxis={"title": "images per class (k)", "type": "log", "tickvals": sorted(set(all_k))},
         yaxis={"title": "accuracy", "range": [0, 1.02]},
         margin={"t": 60},
+    )
+    return figure
+
+
+def prediction_figure(class_names: Sequence[str], probabilities: Sequence[float]) -> go.Figure:
+    """One image's class probabilities as horizontal bars in class order, each labelled with
+    its value; the predicted class in a stronger colour."""
+    probabilities = [float(p) for p in probabilities]
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    figure = go.Figure(
+        go.Bar(
+            x=probabilities,
+            y=list(class_names),
+            orientation="h",
+            text=[percent(p) for p in probabilities],
+            textposition="outside",
+            cliponaxis=False,
+            marker_color=["#1f77b4" if i == best else "#aec7e8" for i in range(len(probabilities))],
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        height=60 + 28 * len(probabilities),
+        margin={"l": 0, "r": 56, "t": 10, "b": 0},
+        xaxis={"range": [0, 1], "tickformat": ".0%", "title": None},
+        yaxis={"autorange": "reversed", "title": None},
+        showlegend=False,
     )
     return figure

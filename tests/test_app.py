@@ -445,6 +445,19 @@ def test_predict_new_images_shows_a_class_per_image_and_skips_bad_files(demo_run
     assert predicted in DEMO_CLASSES
     assert any(w.startswith("notes.png: ") for w in values(at.warning))
     assert [c.key for c in at.get("plotly_chart")] == [f"prediction_{first_animal.name}"]
+    [bars] = chart(at, f"prediction_{first_animal.name}")["data"]
+    shown = dict(zip(bars["y"], bars["text"], strict=True))  # each bar says its probability
+    assert list(shown) == DEMO_CLASSES
+    assert all(re.fullmatch(r"\d{1,3}\.\d%", text) for text in shown.values())
+    assert max(shown, key=lambda name: float(shown[name][:-1])) == predicted
+
+
+def test_predict_asks_for_new_images_first_and_a_saved_probe_as_an_option():
+    at = open_page(new_app(), PREDICT)
+    assert [u.label for u in at.file_uploader] == [
+        "Drop new images",
+        "Use a saved probe instead (optional: a .safetensors or .json file exported here)",
+    ]
 
 
 def test_the_data_page_gives_the_accuracy_as_the_results_page_does(demo_run):
