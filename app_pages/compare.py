@@ -24,6 +24,7 @@ from probe_core.probe import ProbeError
 from probe_core.projection import Projection, project
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_path
 from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
+from probe_core.wording import plural
 from studio import shared
 
 BASELINE = "baseline:pixels"
@@ -292,8 +293,8 @@ def scores(run: ComparisonRun) -> None:
     for pair in comparison.pairs:
         st.markdown(pair.sentence())
         st.caption(
-            f"Only {pair.a} right: {pair.only_a_correct} images ·"
-            f" only {pair.b} right: {pair.only_b_correct} images"
+            f"Only {pair.a} right: {plural(pair.only_a_correct, 'image')} ·"
+            f" only {pair.b} right: {plural(pair.only_b_correct, 'image')}"
         )
 
 
@@ -436,7 +437,7 @@ if current is not None:
     st.title("Compare encoders")
     count = len(current.embeddings) if current.precomputed else len(current.dataset)
     st.caption(
-        f"{current.label}: {count:,} images. Which encoder separates these classes best, is"
+        f"{current.label}: {plural(count, 'image')}. Which encoder separates these classes best, is"
         " the difference real, and does a trivial baseline do as well?"
     )
     if current.precomputed:

@@ -50,7 +50,7 @@ def headline(current: shared.Session) -> None:
             f" · accuracy over {len(result.repeat_accuracies)} fold seeds {low:.1%} to {high:.1%}"
         )
     st.caption(
-        f"{len(result.evaluated)} images scored · chance (majority class)"
+        f"{plural(len(result.evaluated), 'image')} scored · chance (majority class)"
         f" {metrics.chance_accuracy:.1%} · exported probe: C = {result.chosen_c:.3g} chosen by"
         f" {result.sweep.method} · encoder `{current.embeddings.encoder_id}`{spread}"
     )

@@ -35,6 +35,7 @@ from probe_core.projection import Projection, warm_up
 from probe_core.result_cache import ResultCache
 from probe_core.roots import DEMO_ROOT
 from probe_core.study import Study, StudyProgress, StudySettings
+from probe_core.wording import plural
 from probe_core.workspace import SessionWorkspace
 
 log = get_logger(__name__)
@@ -273,8 +274,8 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
     embeddings = runner.embed(current.dataset)
     bar.progress(
         1.0,
-        text=f"Embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from the cache,"
-        f" in {embeddings.seconds:.1f} s",
+        text=f"Embedded {plural(embeddings.n_computed, 'image')},"
+        f" {embeddings.n_from_cache:,} from the cache, in {embeddings.seconds:.1f} s",
     )
     return embeddings
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from probe_core.evaluation.comparison import COMPARISON_COLUMNS, PAIRS_COLUMNS
 from probe_core.evaluation.fewshot import FEWSHOT_COLUMNS
+from probe_core.wording import plural
 from tests import test_app
 from tests.test_app import (
     REPO,
@@ -100,8 +101,8 @@ def test_compare_shows_a_row_per_encoder_and_one_paired_sentence(demo_comparison
     (pair,) = comparison.pairs
     assert [m for m in values(at.markdown) if " points (95% CI " in m] == [pair.sentence()]
     assert (
-        f"Only {BUNDLED} right: {pair.only_a_correct} images ·"
-        f" only {PIXELS} right: {pair.only_b_correct} images"
+        f"Only {BUNDLED} right: {plural(pair.only_a_correct, 'image')} ·"
+        f" only {PIXELS} right: {plural(pair.only_b_correct, 'image')}"
     ) in values(at.caption)
     assert pair.only_a_correct + pair.only_b_correct > 0
     assert "Every image was scored by a probe that never saw it" in values(at.info)[0]

@@ -186,7 +186,7 @@ def test_identical_files_group_by_their_bytes():
     embeddings.sha256[15] = embeddings.sha256[2]  # same bytes, different label
     result = run_probe(embeddings, protocol="cv", seed=0)
     assert len(result.duplicates.conflicts) == 1
-    assert any("label conflicts" in message for message in result.messages)
+    assert any("(1 label conflict)" in message for message in result.messages)
 
 
 def test_duplicates_across_given_train_and_test_are_reported_as_leakage():
@@ -196,7 +196,31 @@ def test_duplicates_across_given_train_and_test_are_reported_as_leakage():
     result = run_probe(with_splits(embeddings, splits), seed=0)
     assert len(result.duplicates.leaks) == 1
     assert 10 in result.evaluated  # reported, not moved
-    assert any(message.startswith("leakage: 1 duplicate groups") for message in result.messages)
+    assert any(
+        message.startswith(
+            "leakage: 1 duplicate group (2 images) appears in both train/ and test/;"
+            " it was not moved"
+        )
+        for message in result.messages
+    )
+
+
+def test_one_duplicate_group_reads_in_the_singular():
+    embeddings = clustered_embeddings([10, 10])
+    embeddings.vectors[1] = embeddings.vectors[0]
+    embeddings.sha256 = [f"digest {i}" for i in range(20)]
+    embeddings.sha256[15] = embeddings.sha256[2]  # same bytes, different label
+    result = run_probe(embeddings, protocol="auto", seed=0)
+    assert "2 groups of duplicate images (4 images) were each kept in one fold" in result.messages
+    assert (
+        "1 duplicate group carries different labels (1 label conflict): see duplicates.csv"
+        in result.messages
+    )
+    assert result.protocol.reason == "20 images (up to 5,000): every image can be scored"
+    holdout = run_probe(clustered_embeddings([2, 2]), protocol="holdout", seed=0)
+    assert holdout.protocol.scored_sentence(1) == (
+        "1 image of the held-out test split was scored by a probe that never saw it."
+    )
 
 
 def test_an_edge_c_extends_the_grid_towards_the_clip_range():

@@ -26,6 +26,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 
 from ..embeddings import Embeddings
 from ..probe import LinearProbe
+from ..wording import plural
 from .duplicates import DEFAULT_DUPLICATE_COSINE, find_duplicates
 from .intervals import CONFIDENCE, Estimate
 from .protocols import DEFAULT_FOLDS, ProbeResult, ProtocolChoice, run_probe
@@ -161,8 +162,9 @@ def compare_encoders(
     n_linked = int(np.sum(np.bincount(groups)[groups] > 1))
     if n_linked:
         messages.append(
-            f"{n_linked} images are duplicates under at least one encoder; each group was kept"
-            " in one fold (or one side of the split) for every encoder"
+            f"{plural(n_linked, 'image')} {'is a duplicate' if n_linked == 1 else 'are duplicates'}"
+            " under at least one encoder; each group was kept in one fold (or one side of the"
+            " split) for every encoder"
         )
 
     results = {

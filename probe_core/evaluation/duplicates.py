@@ -24,6 +24,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..wording import plural
+
 DEFAULT_DUPLICATE_COSINE = 0.995
 EXACT_SEARCH_LIMIT = 20_000  # distinct images; above this the search is approximate
 APPROXIMATE_NEIGHBOURS = 15
@@ -138,23 +140,19 @@ def summary(duplicates: Duplicates) -> str:
     if not duplicates.has_groups:
         return "no duplicates"
     parts = [
-        f"{_count(len(duplicates.groups), 'duplicate group')}"
-        f" ({_count(duplicates.n_duplicate_images, 'image')})"
+        f"{plural(len(duplicates.groups), 'duplicate group')}"
+        f" ({plural(duplicates.n_duplicate_images, 'image')})"
     ]
     if duplicates.conflicts:
-        parts.append(_count(len(duplicates.conflicts), "label conflict"))
+        parts.append(plural(len(duplicates.conflicts), "label conflict"))
     if duplicates.leaks:
         n_leaks = len(duplicates.leaks)
         parts.append(
-            f"{_count(n_leaks, 'group')} {'leaks' if n_leaks == 1 else 'leak'} across train/test"
+            f"{plural(n_leaks, 'group')} {'leaks' if n_leaks == 1 else 'leak'} across train/test"
         )
     if not duplicates.exact_search:
         parts.append("near-duplicates searched approximately")
     return "; ".join(parts)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _validated(

@@ -23,6 +23,7 @@ from sklearn.base import clone
 
 from ..embeddings import Embeddings
 from ..probe import LinearProbe, ProbeError, SweepResult
+from ..wording import plural
 from .duplicates import DEFAULT_DUPLICATE_COSINE, Duplicates, find_duplicates
 from .label_issues import LabelIssue, LowConfidenceLabel, review_labels
 from .metrics import Metrics, compute_metrics
@@ -70,7 +71,12 @@ class ProtocolChoice:
                 f" by {self.n_folds}-fold cross-validation."
             )
         where = "test/ folder" if self.name == "given" else "held-out test split"
-        return f"{n_evaluated:,} images of the {where} were scored by a probe that never saw them."
+        scored = (
+            "was scored by a probe that never saw it"
+            if n_evaluated == 1
+            else ("were scored by a probe that never saw them")
+        )
+        return f"{plural(n_evaluated, 'image')} of the {where} {scored}."
 
 
 @dataclass
@@ -131,10 +137,12 @@ def choose_protocol(
             protocol, reason = "given", "the folder ships its own train/ and test/ folders"
         elif n_used <= AUTO_CV_LIMIT:
             protocol = "cv"
-            reason = f"{n_used} images (up to {AUTO_CV_LIMIT:,}): every image can be scored"
+            reason = (
+                f"{plural(n_used, 'image')} (up to {AUTO_CV_LIMIT:,}): every image can be scored"
+            )
         else:
             protocol = "holdout"
-            reason = f"{n_used:,} images (more than {AUTO_CV_LIMIT:,}): one held-out split"
+            reason = f"{plural(n_used, 'image')} (more than {AUTO_CV_LIMIT:,}): one held-out split"
     else:
         reason = "asked for"
     if protocol == "cv":
@@ -358,19 +366,25 @@ def _duplicate_messages(duplicates: Duplicates, choice: ProtocolChoice) -> list[
     if duplicates.groups:
         kept = "one fold" if choice.name == "cv" else "one side of the split"
         if choice.name != "given":
+            n_groups = len(duplicates.groups)
             messages.append(
-                f"{len(duplicates.groups)} groups of duplicate images"
-                f" ({duplicates.n_duplicate_images} images) were each kept in {kept}"
+                f"{plural(n_groups, 'group')} of duplicate images"
+                f" ({plural(duplicates.n_duplicate_images, 'image')})"
+                f" {'was kept' if n_groups == 1 else 'were each kept'} in {kept}"
             )
     if duplicates.conflicts:
+        n_conflicts = len(duplicates.conflicts)
         messages.append(
-            f"{len(duplicates.conflicts)} duplicate groups carry different labels"
-            " (label conflicts): see duplicates.csv"
+            f"{plural(n_conflicts, 'duplicate group')}"
+            f" {'carries' if n_conflicts == 1 else 'carry'} different labels"
+            f" ({plural(n_conflicts, 'label conflict')}): see duplicates.csv"
         )
     if choice.name == "given" and duplicates.leaks:
         leaked = sum(len(g.members) for g in duplicates.leaks)
+        n_leaks = len(duplicates.leaks)
         messages.append(
-            f"leakage: {len(duplicates.leaks)} duplicate groups ({leaked} images) appear in both"
-            " train/ and test/; they were not moved (see duplicates.csv)"
+            f"leakage: {plural(n_leaks, 'duplicate group')} ({plural(leaked, 'image')})"
+            f" {'appears' if n_leaks == 1 else 'appear'} in both train/ and test/;"
+            f" {'it was' if n_leaks == 1 else 'they were'} not moved (see duplicates.csv)"
         )
     return messages
