@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 IRREGULAR_PLURALS = {"class": "classes"}
@@ -36,17 +37,23 @@ def percent_with_interval(estimate: Interval) -> str:
 
 
 BREAK_AFTER = "_-. /"
+PLAIN = " .,:;'\"()=%/?@-"  # read as themselves in Markdown (but at the start of a line)
+LINE_START_MARKUP = re.compile(r"[-+#>]|\d+[.)](\s|$)")  # a list, a heading or a quote
 
 
 def caption_text(text: str, *, breakable: bool = False) -> str:
     """``text`` (a file or class name, from the user's files) for a Markdown caption that allows
-    HTML: every character that Markdown or HTML could read as markup is written as a character
-    reference, so it shows as typed. ``breakable`` adds a line-break opportunity (``<wbr>``,
-    nothing when copied) after each ``_``, ``-``, ``.``, ``/`` and space, so that a long file
-    name in a narrow column wraps between its parts rather than inside one."""
+    HTML: every character that Markdown or HTML could read as markup (``*_[]<>&$`` and the
+    like, a list or heading marker at the start) is written as a character reference, so it
+    shows as typed. ``breakable`` adds a line-break opportunity (``<wbr>``, nothing when
+    copied) after each ``_``, ``-``, ``.``, ``/`` and space, so that a long file name in a
+    narrow column wraps between its parts rather than inside one."""
     out = []
-    for char in text:
-        out.append(char if char.isalnum() or char in " .-" else f"&#{ord(char)};")
+    for position, char in enumerate(text):
+        markup = not (char.isalnum() or char in PLAIN)
+        if position == 0 and LINE_START_MARKUP.match(text):
+            markup = True
+        out.append(f"&#{ord(char)};" if markup else char)
         if breakable and char in BREAK_AFTER:
             out.append("<wbr>")
     return "".join(out)

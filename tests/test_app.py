@@ -273,7 +273,7 @@ def test_results_page_shows_headline_metrics_each_with_a_95_ci(demo_run):
 def test_label_issue_cards_never_say_an_image_looks_like_its_own_class(demo_run):
     at = open_page(demo_run.at, RESULTS)
     result = study(at).result
-    cards = [c for c in values(at.caption) if ": labelled " in c]
+    cards = [c for c in values(at.caption) if "  \nlabelled " in c]  # file name, then sentence
     assert not [c for c in cards if re.search(r"labelled (\S+), looks like \1\b", c)]
     looks_like = [c for c in cards if ", looks like " in c]
     assert len(looks_like) == min(18, len(result.label_issues)) > 0
