@@ -66,6 +66,7 @@ from .predict import ProbeMismatchError, encoder_for, predict_items, predictions
 from .probe import ProbeError
 from .result_cache import HIT_MESSAGE, RESULTS_FOLDER, ResultCache
 from .study import ComparisonOutcome, Study, StudyOutcome, StudyProgress, StudySettings
+from .wording import plural
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -479,8 +480,8 @@ def _run(args: argparse.Namespace) -> int:
         progress.close()
         embeddings = outcome.embeddings
         print(
-            f"embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from cache,"
-            f" in {embeddings.seconds:.1f} s"
+            f"embedded {plural(embeddings.n_computed, 'image')},"
+            f" {embeddings.n_from_cache} from cache, in {embeddings.seconds:.1f} s"
         )
         write_run(args.out, embeddings, outcome.result, recorded)
         _write_probe(
@@ -575,8 +576,9 @@ def _embed(args: argparse.Namespace) -> int:
     progress.close()
     embeddings = outcome.embeddings
     print(
-        f"embedded {embeddings.n_computed} images, {embeddings.n_from_cache} from cache,"
-        f" in {embeddings.seconds:.1f} s on {outcome.ran_on}; {len(embeddings.skipped)} skipped"
+        f"embedded {plural(embeddings.n_computed, 'image')}, {embeddings.n_from_cache} from"
+        f" cache, in {embeddings.seconds:.1f} s on {outcome.ran_on};"
+        f" {len(embeddings.skipped)} skipped"
     )
     print(f"encoder {embeddings.encoder_id} ({embeddings.dim}-d)")
     write_embed_outputs(out, outcome)
@@ -622,10 +624,10 @@ def _predict(args: argparse.Namespace) -> int:
     if skipped:
         skipped_path = out.with_name(f"{out.stem}.skipped.csv")
         skipped_table(skipped).to_csv(skipped_path, index=False)
-        print(f"{len(skipped)} files skipped, with their reasons in {skipped_path}")
+        print(f"{plural(len(skipped), 'file')} skipped, with their reasons in {skipped_path}")
     counts = table["predicted"].value_counts()
     summary = ", ".join(f"{name} {counts.get(name, 0)}" for name in weights.class_names)
-    print(f"{len(table)} images classified: {summary}")
+    print(f"{plural(len(table), 'image')} classified: {summary}")
     print(f"predictions written to {out.resolve()}")
     return 0
 

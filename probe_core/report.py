@@ -20,6 +20,7 @@ from .evaluation.protocols import ProbeResult
 from .export import result_duplicates_table
 from .figures import confusion_figure, embedding_figure, sweep_figure
 from .projection import Projection
+from .wording import plural
 
 REPORT_TEMPLATE = "plotly_white"
 CONFUSION_HEIGHT_PER_CLASS = 36  # pixels per row, so that every class name fits its row
@@ -141,8 +142,9 @@ def html_report(
         f" {html.escape(protocol.reason)}. {html.escape(scored)}"
     )
     summary = (
-        f"Encoder <code>{html.escape(embeddings.encoder_id)}</code>; {len(result.used)} images in"
-        f" {len(names)} classes; {len(result.evaluated)} scored; chance (majority class)"
+        f"Encoder <code>{html.escape(embeddings.encoder_id)}</code>;"
+        f" {plural(len(result.used), 'image')} in {plural(len(names), 'class')};"
+        f" {len(result.evaluated)} scored; chance (majority class)"
         f" {metrics.chance_accuracy:.1%}. C = {result.chosen_c:.3g} for the exported probe,"
         f" chosen by {html.escape(result.sweep.method)}, never on scored images."
     )

@@ -136,3 +136,19 @@ def test_predict_without_images_or_probe_is_a_clear_error(run_dir, tmp_path, cap
     assert "does not exist" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing-here"), str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_predict_counts_read_in_the_singular(run_dir, tmp_path, capsys):
+    """One image classified and one file skipped read as "1 image" and "1 file"."""
+    image = tmp_path / "one.png"
+    pattern_image(0, 7).save(image)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+
+    assert (
+        main(["predict", str(run_dir), str(image), str(text), "--out", str(tmp_path / "p.csv")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "1 image classified" in out
+    assert "1 file skipped" in out
