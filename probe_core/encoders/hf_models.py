@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from .base import DEFAULT_ENCODER, Built, EncoderError, EncoderInfo, Family
-from .hub import Downloads, file_sha256, is_cached
+from .hub import Downloads, HubWeights, file_sha256, is_cached
 
 HF_EXTRA = 'pip install "probe-studio[hf]"'
 REPO_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -225,9 +225,18 @@ def _features(
     return ImageFeatures(model, MEAN_HIDDEN_STATE)
 
 
+def hub_weights(spec: str) -> HubWeights | None:
+    """The hub files of ``hf:<org>/<repo>`` (None for a local folder, or a name that is
+    neither); fetching them first checks that transformers is installed."""
+    if Path(spec).expanduser().is_dir() or not REPO_NAME.fullmatch(spec):
+        return None
+    return HubWeights(spec, choose_files, offline_options(spec), requires=transformers_module)
+
+
 def build(spec: str, downloads: Downloads) -> Built:
     downloads.offline = offline_options(spec)
     folder = Path(spec).expanduser()
+    weights_on_hub = hub_weights(spec)
     if folder.is_dir():
         present = [path.name for path in folder.iterdir() if path.is_file()]
         try:
@@ -238,9 +247,8 @@ def build(spec: str, downloads: Downloads) -> Built:
             ) from error
         weights = f"{folder.name}@sha256:{_folder_digest(folder, names)[:16]}"
         what = str(folder)
-    elif REPO_NAME.fullmatch(spec):
-        transformers_module()  # before any download: say which extra is missing
-        files = downloads.fetch(spec, choose_files)
+    elif weights_on_hub is not None:
+        files = downloads.fetch_weights(weights_on_hub)  # says first if transformers is missing
         folder, weights, what = files.folder, files.identity, f"hf:{spec}"
     else:
         raise EncoderError(
@@ -273,4 +281,4 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"hf:{repo}"]
 
 
-FAMILY = Family("hf", build, catalogue, recognise=recognise)
+FAMILY = Family("hf", build, catalogue, recognise=recognise, hub_weights=hub_weights)

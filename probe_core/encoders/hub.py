@@ -140,6 +140,19 @@ class HubFiles:
 Chooser = Callable[[Sequence[str]], list[str]]
 
 
+@dataclass(frozen=True)
+class HubWeights:
+    """Where an encoder's weights come from on the hub: the repo, which of its files
+    (``choose`` picks them from a listing), what works offline instead (named when the hub
+    cannot be reached), and a check to run before anything is downloaded (e.g. that the
+    library that will load the files is installed)."""
+
+    repo: str
+    choose: Chooser
+    offline: str
+    requires: Callable[[], object] | None = None
+
+
 @dataclass
 class Downloads:
     """Hub downloads for one encoder: ``encoder`` names it in every report and message;
@@ -155,6 +168,13 @@ class Downloads:
         if self._reachable is None:
             self._reachable = hub_reachable()
         return self._reachable
+
+    def fetch_weights(self, weights: HubWeights) -> HubFiles:
+        """An encoder's hub weights (``HubWeights``), downloaded if not cached."""
+        if weights.requires is not None:
+            weights.requires()
+        self.offline = weights.offline
+        return self.fetch(weights.repo, weights.choose)
 
     def fetch(self, repo: str, choose: Chooser) -> HubFiles:
         """The files ``choose`` picks from the repo's files, downloaded if not cached."""

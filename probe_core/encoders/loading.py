@@ -1,4 +1,6 @@
-"""``load_encoder``: the one door from an encoder name to a frozen model on its device."""
+"""``load_encoder``: the one door from an encoder name to a frozen model on its device;
+``fetch_weights`` gets an encoder's hub weights into the cache beforehand (with progress),
+``needs_download`` tells from the local cache alone whether it would have to."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import torch
 from ..acceleration import PrecisionError, select_path
 from ..devices import DeviceUnavailableError, pick_device
 from .base import DEFAULT_ENCODER, Encoder, EncoderError
-from .hub import DownloadListener, Downloads
+from .hub import DownloadListener, Downloads, HubFiles, is_cached
 from .registry import parse_name
 
 
@@ -54,3 +56,29 @@ def load_encoder(
         path_choice=choice,
         fast_decoding=precision != "fp32",
     )
+
+
+def fetch_weights(name: str, download_progress: DownloadListener | None = None) -> HubFiles | None:
+    """Get an encoder's weights from the Hugging Face hub into its local cache, without
+    building the model: the same files, commit and reports as ``load_encoder`` (the first
+    report says how much and where to before anything is fetched; then bytes done and the
+    rate, at most every ``hub.REPORT_INTERVAL`` seconds; the last ``finished``), and the same
+    fast failure, naming the model and the offline options, when the hub cannot be reached
+    and the cache lacks them. Nothing is reported when everything is cached already.
+
+    None for an encoder with no hub weights (bundled, baselines, random weights, local files
+    and folders, URL-only checkpoints that their library downloads itself). Lets an app
+    show a download's progress outside the function that caches loaded models."""
+    family, spec = parse_name(name)
+    weights = family.hub_weights(spec)
+    if weights is None:
+        return None
+    return Downloads(name.strip(), download_progress).fetch_weights(weights)
+
+
+def needs_download(name: str) -> bool:
+    """Whether loading ``name`` would download weights from the Hugging Face hub: some of the
+    files it needs are missing from the local cache. Looks at the disk only (no network)."""
+    family, spec = parse_name(name)
+    weights = family.hub_weights(spec)
+    return weights is not None and not is_cached(weights.repo, weights.choose)

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from .base import DEFAULT_ENCODER, Built, EncoderError, EncoderInfo, Family
-from .hub import Downloads, file_sha256, is_cached
+from .hub import Downloads, HubWeights, file_sha256, is_cached
 
 HF_HUB = "hf-hub:"
 REPO_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -112,8 +112,7 @@ def _from_hub_repo(repo: str, downloads: Downloads):
 
     if not REPO_NAME.fullmatch(repo):
         raise EncoderError(f"open_clip:hf-hub:{repo}: expected open_clip:hf-hub:<org>/<repo>")
-    downloads.offline = offline_options("<arch>")
-    files = downloads.fetch(repo, _hub_repo_files(repo))
+    files = downloads.fetch_weights(hub_weights(HF_HUB + repo))
     folder = files.folder
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     text = json.loads((folder / CONFIG_NAME).read_text())["model_cfg"].get("text_cfg", {})
@@ -152,10 +151,9 @@ def build(spec: str, downloads: Downloads) -> Built:
                 f"unknown pretrained tag {tag!r} for {arch}; known: {', '.join(tags)}"
             )
         pretrained = tag
-        hub = _hub_weights(arch, tag)
-        if hub is not None:
-            repo, wanted = hub
-            files = downloads.fetch(repo, lambda names: [_first_of(names, wanted, repo)])
+        weights = hub_weights(spec)
+        if weights is not None:
+            files = downloads.fetch_weights(weights)
             identity = f"{arch}/{tag}@{files.identity}"
         else:  # a URL-only tag: open_clip downloads it (with its own progress bar)
             if not downloads.online():
@@ -196,17 +194,26 @@ def weight_free(spec: str) -> bool:
     return bool(spec) and "/" not in spec and "@" not in spec
 
 
-def is_spec_cached(spec: str) -> bool:
-    """Whether a pretrained spec's weights are in the Hugging Face cache."""
+def hub_weights(spec: str) -> HubWeights | None:
+    """The hub files of an ``hf-hub:`` name or of a pretrained tag stored on the hub (None
+    for a local checkpoint, random weights, or a URL-only tag, which open_clip downloads)."""
     if spec.startswith(HF_HUB):
         repo = spec[len(HF_HUB) :]
-        return is_cached(repo, _hub_repo_files(repo))
-    arch, _, tag = spec.partition("/")
+        return HubWeights(repo, _hub_repo_files(repo), offline_options("<arch>"))
+    arch, _, tag = spec.partition("@")[0].partition("/")
+    if "@" in spec or not tag:
+        return None
     hub = _hub_weights(arch, tag)
     if hub is None:
-        return False
+        return None
     repo, wanted = hub
-    return is_cached(repo, lambda names: [_first_of(names, wanted, repo)])
+    return HubWeights(repo, lambda names: [_first_of(names, wanted, repo)], offline_options(arch))
+
+
+def is_spec_cached(spec: str) -> bool:
+    """Whether a pretrained spec's weights are in the Hugging Face cache."""
+    weights = hub_weights(spec)
+    return weights is not None and is_cached(weights.repo, weights.choose)
 
 
 def catalogue() -> list[EncoderInfo]:
@@ -261,4 +268,4 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"open_clip:{HF_HUB}{repo}"]
 
 
-FAMILY = Family("open_clip", build, catalogue, weight_free, recognise)
+FAMILY = Family("open_clip", build, catalogue, weight_free, recognise, hub_weights)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .base import DEFAULT_ENCODER, Built, EncoderError, EncoderInfo, Family
-from .hub import Downloads, file_sha256, is_cached
+from .hub import Downloads, HubWeights, file_sha256, is_cached
 
 RANDOM = "random"
 RANDOM_SEED = 0
@@ -149,6 +149,18 @@ def _weights_chooser(config):
     return choose
 
 
+def hub_weights(spec: str) -> HubWeights | None:
+    """The hub weights of a pretrained name (None for local weights, random weights, and
+    old URL-only checkpoints, which timm downloads itself)."""
+    model_name, _, source = spec.partition("@")
+    if source:
+        return None
+    config = _pretrained_config(model_name)
+    if config is None or not config.hf_hub_id:
+        return None
+    return HubWeights(config.hf_hub_id, _weights_chooser(config), offline_options(model_name))
+
+
 def build(spec: str, downloads: Downloads) -> Built:
     import timm
 
@@ -171,8 +183,9 @@ def build(spec: str, downloads: Downloads) -> Built:
                 f" 'timm:{model_name}@random' or 'timm:{model_name}@/path/to/weights'"
             )
         resolved = f"{config.architecture}.{config.tag}" if config.tag else config.architecture
-        if config.hf_hub_id:
-            files = downloads.fetch(config.hf_hub_id, _weights_chooser(config))
+        weights = hub_weights(spec)
+        if weights is not None:
+            files = downloads.fetch_weights(weights)
             model = _from_file(resolved, Path(next(iter(files.paths.values()))), config)
             identity = f"{resolved}@{files.identity}"
         else:  # an old URL-only checkpoint: timm downloads it (torch hub, with its progress)
@@ -229,4 +242,4 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"timm:{model_name}"] if config.hf_hub_id == repo else []
 
 
-FAMILY = Family("timm", build, catalogue, weight_free, recognise)
+FAMILY = Family("timm", build, catalogue, weight_free, recognise, hub_weights)
