@@ -13,6 +13,8 @@ from probe_core.projection import MapScore, Projection, score_map
 from probe_core.wording import caption_text, plural
 from studio import shared
 from studio.components import hover_thumbnails
+from studio.why import chosen as why_chosen
+from studio.why import why_button, why_panel
 
 DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
 
@@ -187,5 +189,8 @@ if current is not None:
                     st.image(thumbs[index], width=80)
                 path = current.embeddings.paths[index]
                 st.caption(caption_text(path, breakable=True), unsafe_allow_html=True)
+                why_button("map", index)
         if len(selected) > 60:
             st.caption(f"… and {len(selected) - 60} more in the CSV.")
+        if why_chosen("map") in selected:
+            why_panel(current, "map")

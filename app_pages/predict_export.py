@@ -20,7 +20,7 @@ from probe_core.figures import prediction_figure
 from probe_core.predict import ProbeMismatchError, predict_images
 from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
-from studio import shared
+from studio import shared, why
 
 
 def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
@@ -102,6 +102,11 @@ def predict(current: shared.Session | None) -> None:
             width="stretch",
             key=f"prediction_{prediction.name}",
         )
+        if why.explains(current, weights):
+            with image_col:
+                why.why_button("predict", prediction.name)
+            if why.chosen("predict") == prediction.name:
+                why.why_panel(current, "predict", {prediction.name: upload.getvalue()})
 
 
 def downloads(current: shared.Session) -> None:

@@ -16,6 +16,7 @@ from probe_core.export import (
 from probe_core.figures import confusion_figure, sweep_figure
 from probe_core.wording import caption_text, file_name_caption, plural
 from studio import shared
+from studio.why import why_button, why_panel
 
 
 def headline(current: shared.Session) -> None:
@@ -63,9 +64,12 @@ def headline(current: shared.Session) -> None:
         st.warning(message)
 
 
-def image_grid(current: shared.Session, rows: pd.DataFrame, caption, columns: int = 6) -> None:
+def image_grid(
+    current: shared.Session, rows: pd.DataFrame, caption, columns: int = 6, why: str = ""
+) -> None:
     """Thumbnails of the given rows (each with a ``path``), with a caption per image (Markdown
-    in which file and class names went through ``caption_text``)."""
+    in which file and class names went through ``caption_text``); with ``why`` (a place name)
+    a "Why?" button under each, and the explanation of the one clicked under the grid."""
     index_of = {path: i for i, path in enumerate(current.embeddings.paths)}
     thumbs = shared.thumbnails_for(current, [index_of[p] for p in rows["path"]])
     grid = st.columns(columns)
@@ -75,6 +79,10 @@ def image_grid(current: shared.Session, rows: pd.DataFrame, caption, columns: in
             if uri:
                 st.image(uri, width=96)
             st.caption(caption(row), unsafe_allow_html=True)  # names escaped by caption_text
+            if why:
+                why_button(why, index_of[row["path"]])
+    if why:
+        why_panel(current, why)
 
 
 def confusion(current: shared.Session, table: pd.DataFrame) -> None:
@@ -110,6 +118,7 @@ def confusion(current: shared.Session, table: pd.DataFrame) -> None:
             f"{file_name_caption(row['path'])}  \n"
             f"p({predicted}) = {row[f'p({predicted_name})']:.2f}"
         ),
+        why="confusion",
     )
 
 
@@ -138,6 +147,7 @@ def label_issues(current: shared.Session) -> None:
                 f"{file_name_caption(row['path'])}  \n"
                 f"{caption_text(issues[row['path']].sentence(names))}"
             ),
+            why="label_issues",
         )
         st.download_button(
             "Download label_issues.csv",
@@ -161,6 +171,7 @@ def label_issues(current: shared.Session) -> None:
                 f"{file_name_caption(row['path'])}  \n"
                 f"{caption_text(flagged[row['path']].sentence(names))}"
             ),
+            why="low_confidence",
         )
         st.download_button(
             "Download low_confidence_labels.csv",
@@ -237,6 +248,7 @@ if current is not None:
                 f"{caption_text(row['true'])} → {caption_text(row['predicted'])}"
                 f" · p({caption_text(row['predicted'])}) = {row['confidence']:.2f}"
             ),
+            why="mistakes",
         )
     label_issues(current)
     duplicates(current)

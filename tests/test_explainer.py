@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from probe_core.evaluation.protocols import run_probe
+from probe_core.explain import explainer as explainer_module
 from probe_core.explain.explainer import Explainer
 from tests.test_probe import clustered_embeddings
 
@@ -59,3 +60,17 @@ def test_a_refit_that_does_not_reproduce_the_run_falls_back_to_the_shipped_probe
     assert explainer.scoring_weights(row) is None
     explanation = explainer.explain_row(row)
     assert explanation.probe_fold is None and "shipped probe" in explanation.probe_sentence()
+
+
+def test_explanations_are_kept_so_a_second_why_costs_nothing(monkeypatch):
+    embeddings = clustered_embeddings([10, 10], spread=1.0)
+    result = run_probe(embeddings, protocol="cv", folds=2, seed=0)
+    explainer = Explainer.from_result(embeddings, result)
+    first = explainer.explain_row(3)
+    assert explainer.explain_row(3) is first  # the same answer, not computed again
+    other = explainer.explain_row(3, probe="shipped")
+    assert other is not first and other.probe_fold is None  # another question, another answer
+    monkeypatch.setattr(explainer_module, "KEPT_EXPLANATIONS", 2)
+    explainer.explain_row(4)
+    explainer.explain_row(5)  # three kept at most two: the least recently used goes
+    assert explainer.explain_row(3) is not first

@@ -26,6 +26,7 @@ explained is, unless one is asked for, the explained probe's prediction.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from .shortcuts import ClassSaliency, class_saliency
 from .typicality import DEFAULT_COUNT, Typicality, class_typicality
 
 DEFAULT_PER_CLASS = 8  # correctly predicted images averaged into a class's mean saliency
+KEPT_EXPLANATIONS = 32  # explanations an Explainer keeps, latest used first out last
 SCORING_TOLERANCE = 1e-4  # a refitted scoring probe must give the run's probabilities
 PROBES = ("scoring", "shipped")
 
@@ -147,6 +149,7 @@ class Explainer:
     _class_saliency: dict = field(default_factory=dict, init=False, repr=False)
     _rows_by_digest: dict | None = field(default=None, init=False, repr=False)
     _scoring: dict = field(default_factory=dict, init=False, repr=False)
+    _explained: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
 
     @classmethod
     def from_result(
@@ -268,6 +271,10 @@ class Explainer:
         scored it and the refit reproduces the run) or ``"shipped"``."""
         if probe not in PROBES:
             raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+        key = ("row", row, class_name, k, deletion, name, probe)
+        given = data is not None  # bytes given are kept under their own digest (explain_image)
+        if not given and key in self._explained:
+            return self._kept(key)
         if not 0 <= row < len(self.embeddings):
             raise ExplainError(f"row {row} is not one of the run's {len(self.embeddings)} images")
         path = self.embeddings.paths[row]
@@ -279,7 +286,7 @@ class Explainer:
         if position is not None:
             column = int(np.argmax(self.scores.probabilities[position]))
             scored = self.weights.class_names[column]
-        return self._explain(
+        explanation = self._explain(
             name or path,
             self.embeddings.vectors[row],
             data,
@@ -291,6 +298,7 @@ class Explainer:
             scored=scored,
             scoring=probe == "scoring",
         )
+        return explanation if given else self._keep(key, explanation)
 
     def scoring_weights(self, row: int) -> tuple[ProbeWeights, str] | None:
         """The probe that scored ``row`` and its fold, refitted at the fold's C on the fold's
@@ -342,14 +350,19 @@ class Explainer:
         """Explain an image given as file bytes: one of the run's images when its bytes are
         (then its stored embedding is used), otherwise a new image, embedded here. ``probe`` as
         for ``explain_row``; a new image always gets the shipped probe."""
+        key = ("bytes", hashlib.sha256(data).hexdigest(), name, class_name, k, deletion, probe)
+        if key in self._explained:
+            return self._kept(key)
         row = self.row_of_bytes(data)
         if row is not None:
-            return self.explain_row(
+            explanation = self.explain_row(
                 row, class_name, k=k, deletion=deletion, data=data, name=name, probe=probe
             )
-        return self._explain(
-            name, self._embed(data, name), data, class_name, k=k, deletion=deletion
-        )
+        else:
+            explanation = self._explain(
+                name, self._embed(data, name), data, class_name, k=k, deletion=deletion
+            )
+        return self._keep(key, explanation)
 
     def class_saliency(self, class_name: str, limit: int = DEFAULT_PER_CLASS) -> ClassSaliency:
         """The mean saliency of up to ``limit`` of the class's correctly predicted images
@@ -394,6 +407,18 @@ class Explainer:
         return sorted(int(row) for row in rows)
 
     # --------------------------------------------------------------------------- inside
+
+    def _kept(self, key: tuple) -> ImageExplanation:
+        self._explained.move_to_end(key)
+        return self._explained[key]
+
+    def _keep(self, key: tuple, explanation: ImageExplanation) -> ImageExplanation:
+        """Explanations are kept (``KEPT_EXPLANATIONS``): saliency and its deletion check cost
+        a forward and backward pass and some thirty forward passes, on a CPU seconds."""
+        self._explained[key] = explanation
+        while len(self._explained) > KEPT_EXPLANATIONS:
+            self._explained.popitem(last=False)
+        return explanation
 
     def _saliency_model(self) -> SaliencyModel:
         reason = self.no_saliency_reason
