@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import streamlit as st
@@ -17,6 +18,7 @@ from probe_core.export import (
     read_probe_file,
 )
 from probe_core.figures import prediction_figure
+from probe_core.onnx_export import OnnxExportError, check_exportable, export_zip
 from probe_core.predict import ProbeMismatchError, predict_images
 from probe_core.probe import ProbeWeights
 from probe_core.report import html_report
@@ -156,6 +158,68 @@ def downloads(current: shared.Session) -> None:
         " intercepts, class names, the encoder id and execution path, and the metrics with"
         " their intervals; it is never a pickle (`probe-studio predict` takes either file)."
     )
+    onnx_download(current, weights, stem)
+
+
+def onnx_download(current: shared.Session, weights: ProbeWeights, stem: str) -> None:
+    """The same three files as ``probe-studio export RUN_DIR --format onnx``, as one zip:
+    built on request (it takes a while), checked against predict, kept for the session."""
+    st.markdown("**Classifier for onnxruntime (ONNX)**")
+    try:
+        encoder = None
+        if weights.encoder_name and not weights.encoder_name.startswith("baseline:"):
+            encoder = shared.encoder_for_session(weights.encoder_name)
+        check_exportable(weights, encoder)
+    except (OnnxExportError, EncoderError, ProbeMismatchError) as error:
+        st.info(f"ONNX export is not available for this probe: {error}")
+        return
+    built = st.session_state.setdefault("onnx_exports", {})
+    key = (stem, weights.encoder_id, probe_digest(weights))
+    if key not in built and st.button(
+        "Build the ONNX classifier",
+        help="classifier.onnx (the encoder, its preprocessing and the probe in one graph),"
+        " classifier.json (the model card) and README.md, as `probe-studio export RUN_DIR"
+        " --format onnx` writes them; checked on up to 128 of your images first",
+    ):
+        with st.status("Building the ONNX classifier…", expanded=True) as status:
+            try:
+                built[key] = export_zip(
+                    weights,
+                    current.dataset.items,
+                    dict(zip(current.embeddings.paths, current.embeddings.vectors, strict=True)),
+                    log=status.write,
+                )
+            except OnnxExportError as error:
+                status.update(label="The ONNX classifier was not built", state="error")
+                st.error(str(error))
+                return
+            status.update(label="The ONNX classifier is ready", state="complete", expanded=False)
+    if key not in built:
+        st.caption(
+            "One file with the encoder, its preprocessing and the probe, for onnxruntime in"
+            " Python, C, C#, Java or a browser (onnxruntime-web), without this studio; building"
+            " it takes a minute or more."
+        )
+        return
+    exported = built[key]
+    check = exported.check.sentence()
+    st.download_button(
+        "Classifier (ONNX, zip)",
+        exported.data,
+        file_name=f"{stem}_onnx.zip",
+        mime="application/zip",
+    )
+    st.caption(
+        f"Holds classifier.onnx, classifier.json and README.md (with a 10-line onnxruntime and"
+        f" Pillow example). {check[0].upper()}{check[1:]}."
+    )
+
+
+def probe_digest(weights: ProbeWeights) -> str:
+    """Which probe an export belongs to: its coefficients, intercepts and classes."""
+    digest = hashlib.sha256(weights.coef.tobytes() + weights.intercept.tobytes())
+    digest.update("\n".join(weights.class_names).encode())
+    return digest.hexdigest()[:16]
 
 
 st.title("Predict and export")

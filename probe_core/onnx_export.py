@@ -686,3 +686,50 @@ def zip_export(exported: OnnxExport) -> bytes:
         for path in exported.files:
             archive.write(path, path.name)
     return buffer.getvalue()
+
+
+def check_exportable(weights: ProbeWeights, encoder: Encoder | None = None) -> None:
+    """Whether ``weights`` can become an ONNX classifier, decided without exporting anything
+    (the app asks before it offers the button): ``OnnxExportError`` with the reason when the
+    ``[onnx]`` extra is missing, the encoder is a baseline or cannot be loaded from the probe,
+    or its preprocessing is one the card cannot describe (``encoder``: the probe's encoder
+    when at hand, any path; its preprocessing is what counts)."""
+    require_onnx()
+    refuse_unexportable(weights)
+    if encoder is not None:
+        check_encoder(encoder, weights)
+        InputSpec.from_preprocess(encoder.preprocess)
+
+
+@dataclass(frozen=True)
+class OnnxZip:
+    """The export as one zip (classifier.onnx, classifier.json, README.md), its card and its
+    self-check: the app's download."""
+
+    data: bytes
+    card: dict
+    check: SelfCheck
+
+
+def export_zip(
+    weights: ProbeWeights,
+    items: Sequence[ImageItem],
+    run_vectors: Mapping[str, np.ndarray] | None = None,
+    *,
+    n_check: int | None = None,
+    encoder: Encoder | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> OnnxZip:
+    """``export_from_images`` into a private temporary folder, returned as one zip archive
+    (the folder is removed); the same checks and refusals as the CLI's export."""
+    with tempfile.TemporaryDirectory(prefix="probe-studio-onnx-") as folder:
+        exported = export_from_images(
+            weights,
+            folder,
+            items,
+            run_vectors,
+            n_check=DEFAULT_CHECK_IMAGES if n_check is None else n_check,
+            encoder=encoder,
+            log=log,
+        )
+        return OnnxZip(zip_export(exported), exported.card, exported.check)
