@@ -175,7 +175,8 @@ def onnx_download(current: shared.Session, weights: ProbeWeights, stem: str) -> 
         return
     built = st.session_state.setdefault("onnx_exports", {})
     key = (stem, weights.encoder_id, probe_digest(weights))
-    if key not in built and st.button(
+    slot = st.empty()  # the button, gone once the classifier is built
+    if key not in built and slot.button(
         "Build the ONNX classifier",
         help="classifier.onnx (the encoder, its preprocessing and the probe in one graph),"
         " classifier.json (the model card) and README.md, as `probe-studio export RUN_DIR"
@@ -194,6 +195,7 @@ def onnx_download(current: shared.Session, weights: ProbeWeights, stem: str) -> 
                 st.error(str(error))
                 return
             status.update(label="The ONNX classifier is ready", state="complete", expanded=False)
+        slot.empty()
     if key not in built:
         st.caption(
             "One file with the encoder, its preprocessing and the probe, for onnxruntime in"

@@ -68,6 +68,7 @@ def test_the_onnx_classifier_is_built_on_request_checked_and_downloaded(app_env,
     button(at, "Build the ONNX classifier").click().run()
     assert_ok(at)
     assert [s.label for s in at.status] == ["The ONNX classifier is ready"]
+    assert "Build the ONNX classifier" not in [b.label for b in at.button]  # built: gone
     name, data = download(at, app_env.media, "Classifier (ONNX, zip)")
     assert name == "upload_efficientnet-lite0_onnx.zip"  # download_stem: dataset and encoder
     archive = zipfile.ZipFile(io.BytesIO(data))
