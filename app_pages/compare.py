@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from probe_core.embeddings_io import EmbeddingsFileError, read_for_comparison
-from probe_core.encoders import EncoderError, EncoderInfo
+from probe_core.encoders import EncoderError, EncoderInfo, describe, ready_sets
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
 from probe_core.evaluation.fewshot import crossing_sentence, fewshot_table
 from probe_core.evaluation.intervals import Estimate
@@ -26,6 +26,7 @@ from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_se
 from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
 from probe_core.wording import plural
 from studio import shared
+from studio.encoder_picker import NAME_HELP, ready_set_buttons
 
 BASELINE = "baseline:pixels"
 MAP_KEY_PREFIX = "compare_map_"
@@ -59,12 +60,12 @@ def require_dataset() -> shared.Session | None:
     return current
 
 
-def encoder_label(info: EncoderInfo) -> str:
-    if info.weight_free:
-        # "open_clip ViT-B-32, random weights — does pretraining matter?" -> after the comma
-        _, _, why = info.description.partition(", ")
-        return f"{info.name} ({why or info.description})"
-    return f"{info.name} ({'needs download' if info.needs_download else 'offline'})"
+def describe_label(name: str, infos: list[EncoderInfo]) -> str:
+    """``name (status)`` for a name the picker does not list; the name alone if it is none."""
+    try:
+        return describe(name, infos).label
+    except EncoderError:
+        return name
 
 
 def percent(estimate: Estimate) -> str:
@@ -89,7 +90,7 @@ def parse_templates(text: str) -> tuple[list[str], str | None]:
 def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]] | None:
     """The encoders, few-shot flag and templates when the form was submitted, else None."""
     infos = shared.available_encoders()
-    labels = {info.name: encoder_label(info) for info in infos}
+    labels = {info.name: info.label for info in infos}
     failed = shared.failed_encoders()
     labels.update({name: f"{name} (failed to load)" for name in failed})
     settings = current.settings
@@ -101,7 +102,11 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
     if dropped:
         kept = [name for name in st.session_state[ENCODERS_KEY] if name not in dropped]
         st.session_state[ENCODERS_KEY] = kept
+    ready_set_buttons(ready_sets(infos), ENCODERS_KEY)
     options = list(dict.fromkeys([*st.session_state[ENCODERS_KEY], *labels]))
+    for name in options:
+        if name not in labels:  # typed, or from a ready set: described all the same
+            labels[name] = describe_label(name, infos)
     with st.form("compare_settings"):
         names = st.multiselect(
             "Encoders",
@@ -109,7 +114,7 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
             key=ENCODERS_KEY,
             format_func=lambda name: labels.get(name, name),
             accept_new_options=True,
-            help="Two or more; any open_clip:<arch>/<pretrained tag> can be typed in.",
+            help="Two or more. Type any encoder name to add it: " + NAME_HELP,
         )
         fewshot = st.checkbox(
             "Few-shot curve (how many images per class do I need?)",

@@ -28,6 +28,7 @@ from probe_core.thumbnails import thumbnail
 from probe_core.wording import percent_with_interval, plural
 from studio import shared
 from studio.components import folder_drop_zone
+from studio.encoder_picker import encoder_picker
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 
@@ -318,32 +319,14 @@ PROTOCOL_HELP = (
 def settings_form(current: shared.Session) -> bool:
     if current.precomputed:
         return precomputed_settings_form(current)
-    infos = shared.available_encoders()
-    names = [info.name for info in infos]
-    labels = {
-        info.name: f"{info.name}" + (" (needs download)" if info.needs_download else " (offline)")
-        for info in infos
-    }
     settings = current.settings
+    st.markdown(f"**Encoder** · device: **{shared.device_label()}**")
+    encoder = encoder_picker(settings.encoder, shared.available_encoders())
     with st.form("probe_settings"):
-        st.markdown(f"**Encoder** · device: **{shared.device_label()}**")
-        encoder = st.selectbox(
-            "Encoder",
-            names,
-            index=names.index(settings.encoder) if settings.encoder in names else 0,
-            format_func=labels.get,
-            label_visibility="collapsed",
-        )
-        custom = st.text_input(
-            "…or any open_clip model",
-            placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k",
-            help="open_clip:<arch>/<pretrained tag> (downloads once) or open_clip:<arch>@<file>",
-            key="custom_encoder",
-        )
         evaluation = evaluation_settings(settings)
         submitted = st.form_submit_button("Run probe", type="primary")
     if submitted:
-        current.settings = replace(evaluation, encoder=custom.strip() or encoder)
+        current.settings = replace(evaluation, encoder=encoder)
     return submitted
 
 

@@ -37,6 +37,7 @@ from probe_core.roots import DEMO_ROOT
 from probe_core.study import Study, StudyProgress, StudySettings
 from probe_core.wording import plural
 from probe_core.workspace import SessionWorkspace
+from studio.encoder_picker import download_weights
 
 log = get_logger(__name__)
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
@@ -196,6 +197,8 @@ def encoder_for_session(name: str) -> Encoder:
     that a form never preselects an encoder that failed."""
     loads = st.session_state.setdefault("encoder_loads", {})
     try:
+        if download_weights(name):  # with a progress bar, outside the cached function
+            available_encoders.clear()  # the picker shows it on disk now
         encoder = shared_encoder(name)
     except EncoderError as error:
         loads[name] = str(error)

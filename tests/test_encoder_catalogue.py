@@ -132,6 +132,8 @@ def test_any_typed_name_gets_a_description(filled_cache):
         family="timm",
     )
     assert describe("hf:facebook/dinov2-tiny").on_disk
+    assert describe("timm:convnext_tiny.fb_in1k").needs_download  # read from the cache
+    assert not describe(f"hf:{filled_cache}").needs_download  # a folder: nothing to fetch
     with pytest.raises(EncoderError, match="unknown encoder"):
         describe("resnet50")
 

@@ -179,7 +179,8 @@ class Family:
     that a repo in the Hugging Face cache holds, from its repo id and its cached files;
     ``hub_weights`` says which hub files a spec's weights are (None: none, e.g. a local
     file, random weights, or no weights at all), so that they can be fetched, with
-    progress, before the model is built (``loading.fetch_weights``). Adding a family is
+    progress, before the model is built (``loading.fetch_weights``); ``title`` says in a few
+    words what the family holds, for pickers. Adding a family is
     one module that defines one of these, and one line in ``registry.FAMILIES``.
     """
 
@@ -189,3 +190,4 @@ class Family:
     weight_free: Callable[[str], bool] = lambda spec: False
     recognise: Callable[[str, Sequence[str]], list[str]] = lambda repo, names: []
     hub_weights: Callable[[str], HubWeights | None] = lambda spec: None
+    title: str = ""

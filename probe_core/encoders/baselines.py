@@ -156,4 +156,4 @@ def catalogue() -> list[EncoderInfo]:
     ]
 
 
-FAMILY = Family("baseline", build, catalogue, weight_free)
+FAMILY = Family("baseline", build, catalogue, weight_free, title="no weights: a baseline to beat")

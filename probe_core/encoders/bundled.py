@@ -99,4 +99,4 @@ def catalogue() -> list[EncoderInfo]:
     return [EncoderInfo(DEFAULT_ENCODER, DESCRIPTION, needs_download=False, family="bundled")]
 
 
-FAMILY = Family("bundled", build, catalogue)
+FAMILY = Family("bundled", build, catalogue, title="EfficientNet-Lite0, offline")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import DEFAULT_ENCODER, EncoderInfo
-from .hub import hub_cache_dir
+from .hub import hub_cache_dir, is_cached
 from .registry import FAMILIES, parse_name
 
 
@@ -66,15 +66,17 @@ def list_encoders() -> list[EncoderInfo]:
 
 
 def describe(name: str, infos: list[EncoderInfo] | None = None) -> EncoderInfo:
-    """The listed info of ``name``, or one made from the name (any name a user types)."""
+    """The listed info of ``name``, or one made from the name (any name a user types; whether
+    it needs a download is read from the local cache)."""
     for info in infos if infos is not None else list_encoders():
         if info.name == name:
             return info
     family, spec = parse_name(name)
+    weights = family.hub_weights(spec)
     return EncoderInfo(
         name,
         f"{family.name} model {spec}",
-        needs_download=False,
+        needs_download=weights is not None and not is_cached(weights.repo, weights.choose),
         weight_free=family.weight_free(spec),
         family=family.name,
     )

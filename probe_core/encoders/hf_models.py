@@ -281,4 +281,11 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"hf:{repo}"]
 
 
-FAMILY = Family("hf", build, catalogue, recognise=recognise, hub_weights=hub_weights)
+FAMILY = Family(
+    "hf",
+    build,
+    catalogue,
+    recognise=recognise,
+    hub_weights=hub_weights,
+    title="transformers: DINOv2, SigLIP 2, CLIP, AIMv2, I-JEPA",
+)

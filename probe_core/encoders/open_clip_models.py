@@ -268,4 +268,6 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"open_clip:{HF_HUB}{repo}"]
 
 
-FAMILY = Family("open_clip", build, catalogue, weight_free, recognise, hub_weights)
+FAMILY = Family(
+    "open_clip", build, catalogue, weight_free, recognise, hub_weights, title="CLIP, SigLIP 2"
+)

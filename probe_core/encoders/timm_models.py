@@ -242,4 +242,12 @@ def recognise(repo: str, names: Sequence[str]) -> list[str]:
     return [f"timm:{model_name}"] if config.hf_hub_id == repo else []
 
 
-FAMILY = Family("timm", build, catalogue, weight_free, recognise, hub_weights)
+FAMILY = Family(
+    "timm",
+    build,
+    catalogue,
+    weight_free,
+    recognise,
+    hub_weights,
+    title="DINOv2, DINOv3, EVA-02, ConvNeXt, MAE, ResNet",
+)
