@@ -41,6 +41,8 @@ ORIENTATION_TAG = 0x0112  # EXIF
 
 ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(done, total, images_per_second)`` after each batch."""
+EncodeItems = Callable[..., tuple[dict[int, np.ndarray], dict[int, str]]]
+"""``encode_items`` or a stand-in with its signature (see ``extract_embeddings``)."""
 
 CACHE_FLUSH_EVERY = 1024  # images; partial progress survives an interrupted run
 QUICK_READ_SECONDS = 1e-3  # per file, while hashing: a local disk or the page cache
@@ -458,8 +460,13 @@ def extract_embeddings(
     num_workers: int | None = None,
     cache: EmbeddingCache | None = None,
     progress: ProgressCallback | None = None,
+    encode: EncodeItems | None = None,
 ) -> Embeddings:
-    """Embed every image of the dataset (from the cache where possible), in dataset order."""
+    """Embed every image of the dataset (from the cache where possible), in dataset order.
+
+    ``encode`` embeds what the cache lacks (default ``encode_items``; the app passes its
+    cross-session queue's, ``EmbeddingQueue.encode_function``).
+    """
     started = time.perf_counter()
     items = dataset.items
     digests = _digests(items)
@@ -492,7 +499,7 @@ def extract_embeddings(
             )
             pending.clear()
 
-    new_vectors, new_failures = encode_items(
+    new_vectors, new_failures = (encode or encode_items)(
         todo_items,
         encoder,
         batch_size=batch_size,

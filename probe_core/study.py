@@ -21,7 +21,7 @@ import numpy as np
 
 from .cache import EmbeddingCache
 from .dataset import ImageDataset, scan
-from .embed import encode_items, extract_embeddings
+from .embed import EncodeItems, encode_items, extract_embeddings
 from .embeddings import Embeddings
 from .encoders import DEFAULT_ENCODER, DownloadProgress, Encoder, is_weight_free, load_encoder
 from .evaluation.comparison import (
@@ -111,7 +111,8 @@ class Study:
     ``encoder`` may be given (the app shares one per server process); ``cache`` is the
     embedding cache (``None``: embed everything); ``result_cache`` keeps probe results, so
     the same embeddings with the same settings are not refitted (``None``: always fit);
-    ``progress`` receives ``StudyProgress``.
+    ``progress`` receives ``StudyProgress``; ``encode`` embeds what the cache lacks (default
+    ``embed.encode_items``; the app passes its cross-session queue's).
     """
 
     def __init__(
@@ -122,8 +123,10 @@ class Study:
         result_cache: ResultCache | None = None,
         encoder: Encoder | None = None,
         progress: ProgressListener | None = None,
+        encode: EncodeItems | None = None,
     ):
         self.settings = settings or StudySettings()
+        self.encode = encode
         self.cache = cache
         self.result_cache = result_cache
         self._encoder = encoder
@@ -171,6 +174,7 @@ class Study:
             num_workers=self.settings.workers,
             cache=self.cache,
             progress=report,
+            encode=self.encode,
         )
 
     def _probe_options(self) -> dict:
