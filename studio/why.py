@@ -229,15 +229,16 @@ def show_deletion(where, check: DeletionCheck) -> None:
     where.caption(
         "Deletion check: the highlighted pixels of the crop, and as many random pixels"
         f" ({check.draws} seeded draws in patches of the map's size), are blurred and the"
-        f" probability measured again (P = {check.probability:.2f} before)."
+        f" probability measured again (P = {check.probability:.2f} before). Drop (random): the"
+        " mean of the draws; beats random: the map's drop is larger than every draw's."
     )
     where.dataframe(
         [
             {
                 "hidden": f"{step.fraction:.0%}",
-                "drop, highlighted": round(step.salient_drop, 3),
-                "drop, random (mean)": round(step.random_drop, 3),
-                "beats every random draw": step.beats_random,
+                "drop (map)": round(step.salient_drop, 3),
+                "drop (random)": round(step.random_drop, 3),
+                "beats random": step.beats_random,
             }
             for step in check.steps
         ],
@@ -264,7 +265,8 @@ def show_neighbours(current: shared.Session, explanation: ImageExplanation) -> N
                 st.image(thumbs[neighbour.index], width=THUMB_WIDTH)
             fold = {True: "same fold", False: "other fold", None: ""}[neighbour.same_fold]
             st.caption(
-                f"{file_name_caption(neighbour.path)}  \n{caption_text(neighbour.label)}"
+                f"{file_name_caption(neighbour.path)}  \n"
+                f"{caption_text(neighbour.label, breakable=True)}"
                 f" · cos {neighbour.cosine:.2f}" + (f"  \n{fold}" if fold else ""),
                 unsafe_allow_html=True,  # names escaped by caption_text
             )
@@ -303,7 +305,7 @@ def show_typicality(current: shared.Session, found: Typicality) -> None:
                     else f"cos {image.score:.2f}"
                 )
                 taken = (
-                    f"  \ntaken for {caption_text(image.predicted)}"
+                    f"  \ntaken for {caption_text(image.predicted, breakable=True)}"
                     if image.predicted and image.predicted != found.class_name
                     else ""
                 )

@@ -93,7 +93,8 @@ def assert_explained(at, row: int) -> None:
     neighbours = explanation.neighbours.neighbours
     assert len(neighbours) == 8
     expected = [
-        f"{file_name_caption(n.path)}  \n{caption_text(n.label)} · cos {n.cosine:.2f}"
+        f"{file_name_caption(n.path)}  \n"
+        f"{caption_text(n.label, breakable=True)} · cos {n.cosine:.2f}"
         f"  \n{'same fold' if n.same_fold else 'other fold'}"
         for n in neighbours
     ]

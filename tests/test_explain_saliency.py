@@ -14,7 +14,7 @@ from probe_core.dataset import scan_blobs
 from probe_core.embed import extract_embeddings
 from probe_core.encoders import load_encoder
 from probe_core.evaluation.protocols import run_probe
-from probe_core.explain.deletion import deletion_check
+from probe_core.explain.deletion import DeletionCheck, DeletionStep, deletion_check
 from probe_core.explain.explainer import Explainer, ExplainError
 from probe_core.explain.geometry import on_crop, on_image
 from probe_core.explain.overlay import MIN_SIDE, saliency_overlay
@@ -245,3 +245,23 @@ def test_an_open_clip_vit_finds_the_square_and_beats_random():
         on_square.append(saliency.image[shapes.square_mask()].sum())
         assert explanation.deletion.better_than_random
     assert np.mean(on_square) >= 3 * shapes.square_mask().mean()
+
+
+def test_the_deletion_sentence_says_the_numbers_plainly():
+    def check(salient: float, randoms: tuple[float, ...]) -> str:
+        step = DeletionStep(0.1, salient, randoms)
+        return DeletionCheck("cat", 0.9, (step,), len(randoms), 0, 14.0).sentence()
+
+    assert check(0.41, (0.03, 0.06, 0.0, 0.03)) == (
+        "hiding the highlighted 10% lowers P(cat) by 0.41; hiding a random 10% lowers it by"
+        " 0.03 (mean of 4 draws; the most any draw lowered it: 0.06)"
+    )
+    assert check(0.39, (-0.1, -0.08)) == (
+        "hiding the highlighted 10% lowers P(cat) by 0.39; hiding a random 10% raises it by"
+        " 0.09 (mean of 2 draws; none lowered it)"
+    )
+    assert check(0.05, (0.1, 0.0)) == (
+        "the map does no better than random here: hiding the highlighted 10% lowers P(cat) by"
+        " 0.05; hiding a random 10% lowers it by 0.05 on average, and 1 of 2 random draws"
+        " lowered it at least as much"
+    )

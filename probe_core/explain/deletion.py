@@ -81,7 +81,8 @@ class DeletionCheck:
 
     def sentence(self) -> str:
         """One plain sentence, e.g. 'hiding the highlighted 10% lowers P(cat) by 0.41;
-        hiding a random 10% lowers it by 0.03 (mean of 8 draws, at most 0.06)'."""
+        hiding a random 10% lowers it by 0.03 (mean of 8 draws; the most any draw lowered it:
+        0.06)'."""
         step = self.headline
         share = f"{step.fraction:.0%}"
         salient = (
@@ -89,10 +90,11 @@ class DeletionCheck:
         )
         random = f"hiding a random {share} {_effect(step.random_drop, 'it')}"
         if self.better_than_random:
-            return (
-                f"{salient}; {random} (mean of {self.draws} draws,"
-                f" at most {max(step.random_drops):.2f})"
+            most = max(step.random_drops)
+            spread = (
+                f"the most any draw lowered it: {most:.2f}" if most >= 0.005 else "none lowered it"
             )
+            return f"{salient}; {random} (mean of {self.draws} draws; {spread})"
         verdict = f"the map does no better than random here: {salient}; {random} on average"
         if step.salient_drop < 0.005:
             return verdict
