@@ -4,6 +4,8 @@ classifies the demo like `predict` does."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -160,7 +162,10 @@ def demo_export(tmp_path_factory):
     run = root / "run"
     options = ["--projection", "none", "--device", "cpu", "--cache-dir", str(root / "cache")]
     assert main(["run", str(DEMO_DIR), "--out", str(run), *options]) == 0
-    assert main(["export", str(run), "--format", "onnx"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+    (root / "export-output.txt").write_text(printed.getvalue())
     return run
 
 
@@ -191,6 +196,12 @@ def test_the_export_writes_a_dynamic_batch_classifier_and_its_card(demo_export, 
     check = card["self_check"]
     assert check["passed"] and check["n_images"] == 128 and check["class_agreement"] >= 0.99
     assert check["max_probability_difference"] <= 1e-3
+    printed = (demo_export.parent / "export-output.txt").read_text()  # the agreement, said
+    assert (
+        f"self-check passed: on 128 of the run's images, onnxruntime and `predict` agree on the"
+        f" class of {check['n_agree']} ({check['class_agreement']:.1%}; at least 99% required)"
+    ) in printed
+    assert f"wrote {demo_export / 'onnx' / 'classifier.onnx'}" in printed
 
     readme = (out / "README.md").read_text()
     accuracy = metrics["metrics"]["accuracy"]
@@ -328,3 +339,11 @@ def test_a_vit_exports_and_checks_itself(tmp_path, name, size, dim):
         batch = np.random.default_rng(n).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
         probabilities, embedding = session.run(None, {"pixels": batch})
         assert probabilities.shape == (n, 6) and embedding.shape == (n, dim)
+
+
+def test_the_readme_shows_the_example_the_export_writes():
+    """The project README's "Use your classifier" carries the very ten lines of EXAMPLE."""
+    readme = (DEMO_DIR.parent.parent / "README.md").read_text()
+    section = readme.split("## Use your classifier", 1)[1].split("\n## ", 1)[0]
+    assert f"```python\n{EXAMPLE}```" in section
+    assert "onnxruntime-web" in section
