@@ -17,6 +17,13 @@ For one image folder and one encoder, in one process, it prints:
 
 ``--quick`` stops after 1-3; ``--trials N`` repeats 1-2 N times, interleaved.
 
+On the CPU, with the ``[onnx]`` extra, 1-2 also time the ONNX Runtime paths (``onnx``: the
+encoder's exported graph with every onnxruntime optimisation; ``onnx-int8``: its dynamic int8
+quantisation, where the graph has MatMul/Gemm weights), interleaved with the torch paths, and
+a summary line sets each against the best torch path of the same run (``--no-onnx`` skips
+them). The graph is exported once into the embedding cache folder; the load row says what
+the export cost.
+
 Usage::
 
     python bench/extract.py                       # assets/demo, bundled encoder
@@ -417,6 +424,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"also time the pipeline with workers in {', '.join(map(str, SWEEP_WORKERS))}",
     )
     parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="leave out the ONNX Runtime paths (timed by default on the CPU with the [onnx] extra)",
+    )
+    parser.add_argument(
         "--trials",
         type=int,
         default=1,
@@ -574,7 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     if n <= args.batch_size:
         print("note: n <= batch size, so extract_embeddings runs without worker processes")
 
-    fast, reference = measure([(encoder, load_s), (exact, exact_load_s)], dataset, args, trials)
+    ort_loaded = onnx_runtime_encoders(args, encoder)
+    fast, reference, *ort_runs = measure(
+        [(encoder, load_s), (exact, exact_load_s), *ort_loaded], dataset, args, trials
+    )
     with tempfile.TemporaryDirectory(prefix="probe-bench-folder-") as folder:
         image_folder = Path(args.folder)
         if args.repeat > 1 or not image_folder.is_dir():  # copies in memory, or a .zip
@@ -612,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {agreement.min():.5f}, mean {agreement.mean():.5f};"
         f" pipeline vs forward max |diff| {max_diff:.2e}"
     )
+    for run in ort_runs:
+        print_onnx_runtime(run, fast, reference, n)
     if not args.quick:
         run_stages(dataset, encoder, fast.pipeline.embeddings, args, trials)
     wall = time.perf_counter() - total_started
@@ -625,6 +642,53 @@ def main(argv: list[str] | None = None) -> int:
             + (" - figures are pessimistic, run again on a quiet machine" if share > 0.1 else "")
         )
     return 0
+
+
+def onnx_runtime_encoders(
+    args: argparse.Namespace, encoder: Encoder
+) -> list[tuple[Encoder, float]]:
+    """The ONNX Runtime paths of the encoder, with their load seconds (the first load exports
+    the graph), where they apply: the CPU, the [onnx] extra, a model that exports."""
+    from probe_core.onnx_runtime_path import ONNX_PATHS, ort_available, quantized_operators
+
+    if args.no_onnx or encoder.device.type != "cpu" or encoder.precision.startswith("onnx"):
+        return []
+    if not ort_available():
+        print('onnx: not timed, the [onnx] extra is missing (pip install "probe-studio[onnx]")')
+        return []
+    loaded = []
+    for path in ONNX_PATHS:
+        try:
+            seconds, ort = timed(lambda path=path: load_encoder(args.encoder, "cpu", path))
+        except Exception as error:
+            print(f"{path}: not timed ({error})")
+            continue
+        assert isinstance(ort, Encoder)
+        print(f"path: {path} ({ort.path_choice.reason})")
+        if path == "onnx-int8" and not quantized_operators(ort.model.graph):
+            print("onnx-int8: not timed, it quantised nothing (the graph of onnx)")
+            continue
+        loaded.append((ort, seconds))
+    return loaded
+
+
+def print_onnx_runtime(
+    run: Throughput, torch_best: Throughput, reference: Throughput, n: int
+) -> None:
+    """One ONNX Runtime path against the best torch path (the auto choice) of the same run."""
+    print_throughput(f"--precision {run.encoder.precision}", run, n)
+    agreement = cosines(run.pipeline.embeddings.vectors, reference.pipeline.embeddings.vectors)
+    best = torch_best.encoder.precision
+    forward = run.forward_rate / torch_best.forward_rate
+    pipeline = run.pipeline.rate / torch_best.pipeline.rate
+    verdict = "faster" if min(forward, pipeline) > 1 else "not faster"
+    print(
+        f"summary: {run.encoder.precision} forward alone {run.forward_rate:.1f} images/s ="
+        f" {forward:.2f}x the best torch path ({best}, {torch_best.forward_rate:.1f});"
+        f" pipeline {run.pipeline.rate:.1f} images/s = {pipeline:.2f}x ({best},"
+        f" {torch_best.pipeline.rate:.1f}): {verdict}; vs fp32 pipeline embeddings min cosine"
+        f" {agreement.min():.5f}"
+    )
 
 
 def run_stages(

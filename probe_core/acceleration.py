@@ -53,6 +53,9 @@ TIMING_ROUNDS = 2
 MIN_LAYER_SHARE = 0.25  # of the forward's multiply-adds, for a layer kind to suggest a path
 
 NUMERICS = ("fp32", "int8-dynamic", "bf16", "fp16")  # from exact to least exact
+# ONNX Runtime on the encoder's exported graph (probe_core.onnx_runtime_path): CPU only,
+# named paths (opt-in), each its own arithmetic and cache key.
+ONNX_NUMERICS = ("onnx", "onnx-int8")
 CHANNELS_LAST = "channels_last"
 FOLDED_BN = "folded-bn"
 
@@ -83,10 +86,13 @@ class ExecutionPath:
     @classmethod
     def parse(cls, name: str) -> ExecutionPath:
         numerics, *options = name.split("+")
+        if numerics in ONNX_NUMERICS and not options:
+            return cls(numerics)
         if numerics not in NUMERICS or not set(options) <= {FOLDED_BN, CHANNELS_LAST}:
             raise PrecisionError(
-                f"unknown precision {name!r}; expected auto, or one of {', '.join(NUMERICS)}"
-                f" optionally followed by +{FOLDED_BN} and/or +{CHANNELS_LAST}"
+                f"unknown precision {name!r}; expected auto, one of {', '.join(NUMERICS)}"
+                f" optionally followed by +{FOLDED_BN} and/or +{CHANNELS_LAST}, or one of the"
+                f" ONNX Runtime paths {', '.join(ONNX_NUMERICS)}"
             )
         return cls(numerics, CHANNELS_LAST in options, FOLDED_BN in options)
 
@@ -556,9 +562,11 @@ def select_path(
     precision: str = "auto",
     *,
     remember_as: tuple | None = None,
+    encoder_id: str = "",
 ) -> tuple[nn.Module, PathChoice]:
     """The model ready to run and its path: calibrated (``auto`` on the CPU), fp16 (``auto``
-    on CUDA), plain fp32 (``fp32``, weight-free models, other devices) or a named path."""
+    on CUDA), plain fp32 (``fp32``, weight-free models, other devices) or a named path
+    (``onnx``/``onnx-int8``: the graph of ``encoder_id`` in onnxruntime)."""
     path = None if precision == "auto" else ExecutionPath.parse(precision)
     if getattr(model, "keeps_float32", False):
         return model, PathChoice(ExecutionPath(), "weight-free features always run in fp32")
@@ -568,6 +576,8 @@ def select_path(
         if device.type != "cpu":
             return model, PathChoice(ExecutionPath(), f"fp32 on {device.type}")
         return calibrate(model, preprocess, device, remember_as=remember_as)
+    if path.numerics in ONNX_NUMERICS:
+        return onnx_runtime(model, preprocess, device, path, encoder_id)
     if path.numerics == "int8-dynamic" and device.type != "cpu":
         raise PrecisionError("int8-dynamic runs on the CPU only")
     if path.numerics == "fp16" and device.type == "cpu":
@@ -584,6 +594,45 @@ def select_path(
         folds = foldable_batch_norms(model, one) if path.folded_bn else []
     reason = "fp32 requested: the exact model" if path == ExecutionPath() else "requested"
     return prepare(model, path, linear_names, folds), PathChoice(path, reason)
+
+
+def onnx_runtime(
+    model: nn.Module,
+    preprocess: Callable,
+    device: torch.device,
+    path: ExecutionPath,
+    encoder_id: str,
+) -> tuple[nn.Module, PathChoice]:
+    """``model`` as its exported graph in onnxruntime (``probe_core.onnx_runtime_path``; the
+    graph is exported once and kept beside the embedding cache), checked on the calibration
+    batch: min cosine >= ``MIN_COSINE`` to the fp32 model, or ``PrecisionError``."""
+    from . import onnx_runtime_path
+
+    if device.type != "cpu":
+        raise PrecisionError(f"{path.name} runs on the CPU only")
+    started = time.perf_counter()
+    batch = calibration_batch(preprocess)
+    try:
+        measurement, ort_model = onnx_runtime_path.checked(
+            model, encoder_id, preprocess, batch, path.name
+        )
+    except onnx_runtime_path.OrtPathError as error:
+        raise PrecisionError(f"{path.name}: {error}") from error
+    faithful = CandidateMeasurement(
+        path.name, measurement.min_cosine, measurement.max_abs_diff, measurement.faithful
+    )
+    if not measurement.faithful:
+        raise PrecisionError(f"{path.name} is not faithful to fp32: {measurement.note}")
+    exported = (
+        f", graph exported in {measurement.export_seconds:.1f} s"
+        if measurement.export_seconds
+        else ", graph from the cache"
+    )
+    reason = f"requested; min cosine {measurement.min_cosine:.6f} to fp32{exported}"
+    if measurement.note:
+        reason += f"; {measurement.note}"
+    seconds = time.perf_counter() - started
+    return ort_model, PathChoice(path, reason, (faithful,), seconds=seconds)
 
 
 # ----------------------------------------------------------------------- JPEG draft decoding

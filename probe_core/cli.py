@@ -95,12 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--projection", choices=("umap", "pca", "none"), default="umap")
     run.add_argument(
         "--precision",
-        choices=("auto", "fp32"),
+        choices=("auto", "fp32", "onnx", "onnx-int8"),
         default="auto",
         help="auto (default): on the CPU the fastest path measured faithful to fp32 at load"
         " (channels_last, folded batch norms, int8, bf16; cosine >= 0.999) and reduced-size"
         " JPEG decoding; fp16 on"
-        " CUDA. fp32: the exact fp32 model and full-size decoding",
+        " CUDA. fp32: the exact fp32 model and full-size decoding. onnx, onnx-int8: the"
+        " encoder's exported graph in ONNX Runtime on the CPU (the [onnx] extra; exported"
+        " once, checked at cosine >= 0.999)",
     )
     _add_study_options(run)
     compare = commands.add_parser(
@@ -251,10 +253,11 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
     )
     embed.add_argument(
         "--precision",
-        choices=("auto", "fp32"),
+        choices=("auto", "fp32", "onnx", "onnx-int8"),
         default="auto",
         help="auto (default): the fastest execution path measured faithful to fp32 (on Ray:"
-        " measured once, every replica takes it); fp32: the exact model, full-size decoding",
+        " measured once, every replica takes it); fp32: the exact model, full-size decoding;"
+        " onnx, onnx-int8: the encoder's graph in ONNX Runtime on the CPU",
     )
     _add_pipeline_options(embed)
     embed.add_argument(

@@ -40,7 +40,9 @@ def load_encoder(
     preprocess = built.preprocess
     remember_as = (encoder_id, repr(preprocess), str(target), torch.get_num_threads())
     try:
-        model, choice = select_path(model, preprocess, target, precision, remember_as=remember_as)
+        model, choice = select_path(
+            model, preprocess, target, precision, remember_as=remember_as, encoder_id=encoder_id
+        )
     except PrecisionError as error:
         raise EncoderError(str(error)) from error
     dtype = torch.float16 if choice.path.numerics == "fp16" else torch.float32
