@@ -54,7 +54,7 @@ def uploaded_run(encoder: str | None = None):
     uploader(at, "browse_").set_value(files).run()
     assert_ok(at)
     if encoder is not None:
-        at.selectbox[0].set_value(encoder)
+        at.text_input(key="custom_encoder").set_value(encoder)  # any name, typed
     return run_probe(at)
 
 
