@@ -19,6 +19,7 @@ import io
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .dataset import (
     ImageDataset,
     SkippedItem,
     scan_folder,
+    scan_zip,
 )
 from .images import ImageLoadError, load_image
 
@@ -117,8 +119,9 @@ class CaptureSet:
 
     def _check_new(self, name: str, replacing: str | None = None) -> None:
         others = [n for n in self._order if n != replacing]
-        if name.casefold() in {n.casefold() for n in others}:
-            raise CaptureError(f"there is already a class named “{name}”")
+        taken = next((n for n in others if n.casefold() == name.casefold()), None)
+        if taken is not None:  # folders differing only in case are one folder on some systems
+            raise CaptureError(f"there is already a class named “{taken}”")
         names = {n.lower() for n in [*others, name]}
         if names <= SPLIT_FOLDERS.keys() and {"train", "test"} <= names:
             raise CaptureError(
@@ -212,6 +215,35 @@ class CaptureSet:
                 for image in self.images(class_name):
                     archive.write(image.path, f"{folder}/{class_name}/{image.name}")
         return buffer.getvalue()
+
+    def add_zip(self, data: bytes) -> tuple[list[CapturedImage], list[SkippedItem]]:
+        """Continue a set downloaded before (``to_zip``), or any zip of class folders: each
+        class is created when missing and its images added as uploads are (recorded frames
+        keep their names, so numbering goes on after them). Raises ``ArchiveError`` for a
+        zip that cannot be read."""
+        with tempfile.TemporaryDirectory(prefix="probe-studio-capture-zip-") as folder:
+            archive = Path(folder) / "set.zip"
+            archive.write_bytes(data)
+            dataset = scan_zip(archive)
+            added: list[CapturedImage] = []
+            skipped = list(dataset.skipped)
+            for label, class_name in enumerate(dataset.class_names):
+                try:
+                    cleaned = clean_class_name(class_name)
+                    if cleaned not in self._order:
+                        self.add_class(cleaned)
+                except CaptureError as error:
+                    skipped.append(SkippedItem(class_name, str(error)))
+                    continue
+                files = [
+                    (PurePosixPath(item.path).name, item.read_bytes())
+                    for item in dataset.items
+                    if item.label == label
+                ]
+                images, refused = self.add_images(cleaned, files)
+                added += images
+                skipped += refused
+        return added, skipped
 
     def scan(self) -> ImageDataset:
         """The set as it is now, scanned like any folder (an empty class is listed as skipped)."""

@@ -114,7 +114,7 @@ def test_class_names_are_folder_names_refused_with_the_reason_when_unusable(work
         ("   ", "needs a name"),
         (".hidden", "starting with '.'"),
         ("__MACOSX", "system folders"),
-        ("cat", "already a class named “cat”"),
+        ("cat", "already a class named “Cat”"),  # the class that has the name
         ("x" * 81, "at most 80 characters"),
     ]:
         with pytest.raises(CaptureError, match=reason):
@@ -185,3 +185,47 @@ def test_a_capture_set_reopens_from_its_folder(tmp_path):
     again = CaptureSet(tmp_path / "captures")
     assert again.class_names == ["b"]
     assert again.add_frame("b", encoded(0, 1)).name == "frame-0002.png"
+
+
+def test_a_downloaded_set_continues_with_its_classes_and_frame_numbers(workspace, tmp_path):
+    captures = workspace.captures
+    captures.add_class("left")
+    for variant in range(3):
+        captures.add_frame("left", encoded(0, variant))
+    captures.add_images("left", [("mine.jpg", encoded(0, 7))])
+    data = captures.to_zip()
+
+    later = CaptureSet(tmp_path / "later")  # another session, another day
+    later.add_class("right")
+    added, skipped = later.add_zip(data)
+    assert not skipped
+    assert later.class_names == ["right", "left"]
+    assert [image.name for image in later.images("left")] == [
+        "frame-0001.png",
+        "frame-0002.png",
+        "frame-0003.png",
+        "mine.jpg",
+    ]
+    assert sorted(image.name for image in added) == sorted(
+        image.name for image in captures.images("left")
+    )
+    assert (later.root / "left" / "mine.jpg").read_bytes() == encoded(0, 7)
+    assert later.add_frame("left", encoded(0, 9)).name == "frame-0004.png"  # numbering goes on
+    again, _ = later.add_zip(data)  # opened twice: the second copies get free names
+    assert len(later.images("left")) == 9 and len(again) == 4
+
+
+def test_a_zip_that_is_not_a_set_is_refused_with_its_reason(tmp_path):
+    from probe_core.dataset import ArchiveError
+
+    captures = CaptureSet(tmp_path / "captures")
+    with pytest.raises(ArchiveError, match="not a readable zip archive"):
+        captures.add_zip(b"this is not a zip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cups/a.png", encoded(0, 0, "PNG"))
+        archive.writestr("cups/notes.txt", b"hello")
+    added, skipped = captures.add_zip(buffer.getvalue())
+    assert [image.name for image in added] == ["a.png"]
+    assert captures.class_names == ["cups"]
+    assert [item.path for item in skipped] == ["cups/notes.txt"]
