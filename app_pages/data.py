@@ -1,4 +1,4 @@
-"""Data: choose images (demo, drop, browse, zip, built classes, server folder) or open
+"""Data: choose images (demo, webcam, drop, browse, zip, built classes, server folder) or open
 precomputed embeddings, preview, run."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from probe_core import decode_check
+from probe_core.capture import CapturedImage, CaptureError, CaptureSet
 from probe_core.dataset import ArchiveError, missing_classes_by_split, scan_folder, top_folders
 from probe_core.embeddings_io import EmbeddingsFileError, read_embeddings
 from probe_core.encoders import EncoderError
 from probe_core.evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from probe_core.evaluation.protocols import AUTO_CV_LIMIT, PROTOCOLS
+from probe_core.images import load_image
 from probe_core.probe import ProbeError
 from probe_core.roots import (
     FolderNotAllowedError,
@@ -24,11 +26,12 @@ from probe_core.roots import (
     resolve_server_path,
 )
 from probe_core.study import StudySettings
-from probe_core.thumbnails import thumbnail
-from probe_core.wording import percent_with_interval, plural
+from probe_core.thumbnails import thumbnail, to_data_uri
+from probe_core.wording import caption_text, percent_with_interval, plural
 from studio import shared
 from studio.components import folder_drop_zone
 from studio.encoder_picker import encoder_picker
+from studio.webcam import capture_gallery, webcam_recorder
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 
@@ -64,6 +67,7 @@ def _take(files: list[tuple[str, bytes]], kind: str, counter: str, tab: str) -> 
 
 TABS = [
     "Demo",
+    "Webcam",
     "Drop a folder",
     "Browse",
     "Zip file",
@@ -76,7 +80,7 @@ TABS = [
 def choose_images() -> None:
     # The tab that loaded the images stays open after visiting other pages. (Tracking every
     # tab click would rerun the page on each one, racing a drop made right after the click.)
-    demo, drop, browse, archive, build, server, precomputed = st.tabs(
+    demo, webcam, drop, browse, archive, build, server, precomputed = st.tabs(
         TABS, default=st.session_state.get("data_tab", TABS[0])
     )
     with demo:
@@ -85,6 +89,8 @@ def choose_images() -> None:
             shared.load_demo()
             _loaded_from("Demo")
             st.rerun()
+    with webcam:
+        webcam_classes()
     with drop:
         files = folder_drop_zone(_uploader_key("drop"))
         _take(files, "Dropped", "drop", "Drop a folder")
@@ -151,6 +157,201 @@ def build_classes() -> None:
             )
             _loaded_from("Build classes")
             st.rerun()
+
+
+CAMERA_PROBLEMS = {"denied", "missing", "insecure", "busy", "failed"}
+THUMBNAIL_SIDE = 56  # px, as the gallery shows them
+
+
+@st.fragment
+def webcam_classes() -> None:
+    """Teachable-Machine style from the webcam: name a class, hold to record (or take single
+    photos, or add images), add the next class. The classes live in the session's workspace
+    as one folder per class; only this fragment reruns while frames arrive."""
+    captures = shared.workspace().captures
+    names = captures.class_names
+    if st.session_state.get("webcam_active") not in names:
+        st.session_state.webcam_active = names[-1] if names else None
+    camera_col, classes_col = st.columns([2, 3], gap="large")
+    with camera_col:
+        camera = webcam_recorder(captures, st.session_state.webcam_active)
+        if camera in CAMERA_PROBLEMS:
+            st.info(
+                "Without the camera, each class still takes images from its uploader, and"
+                " the other tabs work as usual.",
+                icon=":material/no_photography:",
+            )
+        st.caption(
+            "Frames go only to this studio's server, where they are kept as PNG files in"
+            " this session's private folder until the session ends."
+        )
+    with classes_col:
+        new_class_form(captures)
+        if names:
+            st.radio(
+                "Record into",
+                names,
+                key="webcam_active",
+                horizontal=True,
+                help="Hold to record and Take a photo add frames to this class.",
+            )
+        for name in names:
+            capture_class(captures, name)
+    use_col, download_col = st.columns(2)
+    total = len(captures)
+    if use_col.button(
+        "Use the recorded classes", type="primary", key="use_webcam", disabled=total == 0
+    ):
+        shared.set_dataset(
+            shared.workspace().add_captures(),
+            f"Webcam classes ({plural(len(names), 'class')}, {plural(total, 'image')})",
+            name="webcam",
+        )
+        _loaded_from("Webcam")
+        st.rerun(scope="app")
+    download_col.download_button(
+        "Download the set (.zip)",
+        data=captures.to_zip,  # built when clicked, not on every frame
+        file_name="webcam-classes.zip",
+        mime="application/zip",
+        on_click="ignore",
+        disabled=total == 0,
+        key="download_webcam",
+        help="One folder per class. Open it again in the Zip file tab, or continue it here.",
+    )
+    reopen_capture_zip(captures)
+    reopened_message()
+
+
+def new_class_form(captures: CaptureSet) -> None:
+    def add() -> None:
+        try:
+            added = captures.add_class(st.session_state.get("webcam_new_class", ""))
+        except CaptureError as error:
+            st.session_state.webcam_error = str(error)
+        else:
+            st.session_state.webcam_active = added
+            st.session_state.webcam_new_class = ""
+
+    name_col, add_col = st.columns([3, 1], vertical_alignment="bottom")
+    placeholder = "e.g. thumbs up" if not captures.class_names else "the next class"
+    name_col.text_input(
+        "Name a class", key="webcam_new_class", placeholder=placeholder, on_change=add
+    )
+    add_col.button("Add this class", key="webcam_add_class", on_click=add, width="stretch")
+    error = st.session_state.pop("webcam_error", None)
+    if error:
+        st.error(f"Class not added: {error}.")
+
+
+def capture_class(captures: CaptureSet, name: str) -> None:
+    """One recorded class: its thumbnails (any can be deleted), an uploader for images of the
+    class, and a button that removes it."""
+    images = captures.images(name)
+    frames = sum(image.is_frame for image in images)
+    with st.container(border=True, key=f"webcam_class_{_css_safe(name)}"):
+        head, remove = st.columns([4, 1], vertical_alignment="center")
+        counts = plural(len(images), "image")
+        if images and frames != len(images):
+            counts += f" ({plural(frames, 'webcam frame')}, {len(images) - frames:,} added)"
+        head.markdown(f"**{caption_text(name)}** · {counts}", unsafe_allow_html=True)
+        remove.button(
+            "Remove",
+            key=f"webcam_remove_{name}",
+            on_click=_remove_class,
+            args=(captures, name),
+            help=f"Remove “{name}” and its images",
+            width="stretch",
+        )
+        capture_gallery(
+            [(image.name, uri) for image in images if (uri := _thumbnail_uri(image))],
+            on_delete=lambda image_name: captures.delete(name, image_name),
+            key=f"webcam_gallery_{name}",
+            empty="No images yet: hold to record, take a photo, or add images below.",
+        )
+        counter = f"webcam_upload_{name}"
+
+        def add_uploads() -> None:  # before the run: the uploader then starts empty
+            uploads = st.session_state.get(_uploader_key(counter)) or []
+            _, skipped = captures.add_images(name, [(u.name, u.getvalue()) for u in uploads])
+            st.session_state[f"{counter}_skipped"] = skipped
+            _bump(counter)
+
+        st.file_uploader(
+            f"Add images to “{name}”",
+            type=shared.IMAGE_TYPES,
+            accept_multiple_files=True,
+            key=_uploader_key(counter),
+            on_change=add_uploads,
+        )
+        for item in st.session_state.pop(f"{counter}_skipped", []):
+            st.warning(f"{item.path} was not added: {item.reason}.")
+
+
+def _remove_class(captures: CaptureSet, name: str) -> None:
+    if name in captures.class_names:  # a second click before the rerun finds it gone
+        captures.remove_class(name)
+
+
+def _css_safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def _thumbnail_uri(image: CapturedImage) -> str | None:
+    """A small data URI of a recorded image, made once per file (kept in the session)."""
+    kept = st.session_state.setdefault("webcam_thumbnails", {})
+    try:
+        stamp = image.path.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(image.path), stamp)
+    if key not in kept:
+        try:
+            picture = load_image(image.path.read_bytes())
+        except Exception:  # an unreadable upload shows no thumbnail; the preview names it
+            kept[key] = None
+        else:
+            picture.thumbnail((2 * THUMBNAIL_SIDE, 2 * THUMBNAIL_SIDE))
+            kept[key] = to_data_uri(picture, quality=75)
+    return kept[key]
+
+
+def reopen_capture_zip(captures: CaptureSet) -> None:
+    def reopen() -> None:  # before the run, so the classes below show what it added
+        upload = st.session_state.get(_uploader_key("webcam_zip"))
+        if upload is None:
+            return
+        try:
+            added, skipped = captures.add_zip(upload.getvalue())
+        except ArchiveError as error:
+            st.session_state.webcam_reopened = (upload.name, str(error), [])
+        else:
+            st.session_state.webcam_reopened = (upload.name, len(added), skipped)
+        _bump("webcam_zip")
+
+    st.file_uploader(
+        "Continue a set downloaded before (.zip)",
+        type=["zip"],
+        key=_uploader_key("webcam_zip"),
+        on_change=reopen,
+        help="Its classes come back here with their images; recording adds to them.",
+    )
+
+
+def reopened_message() -> None:
+    """What the last zip opened for recording added (shown once)."""
+    reopened = st.session_state.pop("webcam_reopened", None)
+    if reopened is None:
+        return
+    name, added, skipped = reopened
+    if isinstance(added, str):
+        st.error(f"{name} could not be opened: {added}")
+        return
+    st.success(f"{name}: {plural(added, 'image')} added to the classes above.")
+    for item in skipped[:10]:
+        st.warning(f"{item.path} was not added: {item.reason}.")
+    if len(skipped) > 10:
+        st.warning(f"… and {len(skipped) - 10:,} more files were not added.")
 
 
 def server_folder() -> None:

@@ -1,0 +1,160 @@
+"""The webcam in a real browser: Chromium's fake camera (a moving test pattern, permission
+granted by ``--use-fake-ui-for-media-stream``) records two classes on the Data page's Webcam
+tab, the probe runs on them, and the Live page's bars follow the camera.
+
+Run with ``python -m pytest tests/test_browser_webcam.py -m browser``; the server fixture is
+``tests/test_browser.py``'s. Screenshots go to ``test-artifacts/webcam-*.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from playwright import sync_api
+
+from tests import test_browser
+from tests.conftest import CHROMIUM_ARGS, chromium_executable
+from tests.test_browser import (
+    LONG,
+    SHORT,
+    VIEWPORT,
+    accuracy_metric,
+    open_tab,
+    preview_classes,
+    run_probe_and_open_results,
+    shot,
+    wait_for_idle,
+)
+
+pytestmark = pytest.mark.browser
+
+st_server = test_browser.st_server
+
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+@pytest.fixture(scope="module")
+def camera_browser():
+    """Chromium with a fake camera whose permission is already granted."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.fail("no Chromium binary found: run `apt-get install chromium`")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(executable), args=CHROMIUM_ARGS + FAKE_CAMERA
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def camera_page(st_server, camera_browser, request):
+    context = camera_browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(SHORT)
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.requests = requests
+    page.goto(st_server)
+    page.get_by_role("button", name="Run probe").wait_for(timeout=LONG)
+    yield page
+    shot(page, f"{request.node.name}-final")
+    context.close()
+
+
+def class_card(page, name: str):
+    return page.locator(f".st-key-webcam_class_{name}")
+
+
+def card_count(page, name: str) -> int:
+    text = class_card(page, name).get_by_test_id("stMarkdownContainer").first.inner_text()
+    match = re.match(rf"{name} · (\d+) images?", text.strip())
+    assert match, text
+    return int(match.group(1))
+
+
+def add_class(page, name: str) -> None:
+    page.get_by_label("Name a class").fill(name)
+    page.get_by_role("button", name="Add this class").click()
+    class_card(page, name).wait_for()
+    page.get_by_role("radio", name=name).wait_for()
+
+
+def hold_to_record(page, seconds: float) -> None:
+    hold = page.get_by_role("button", name="Hold to record")
+    hold.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('*')].some((e) => e.shadowRoot"
+        " && e.shadowRoot.querySelector('.ps-hold:not([disabled])'))",
+        timeout=SHORT,
+    )
+    box = hold.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    time.sleep(seconds)
+    page.mouse.up()
+
+
+def recorded(page, name: str) -> int:
+    """The number of images of class ``name`` once every frame sent has been saved: the
+    recorder says so when the last batch is acknowledged, and the run that acknowledged it
+    (which also draws the class cards below the recorder) has finished."""
+    page.get_by_text(f"Recording into “{name}”: hold the button").wait_for(timeout=LONG)
+    wait_for_idle(page)
+    return card_count(page, name)
+
+
+def test_record_two_classes_from_the_fake_camera_and_run_the_probe(camera_page):
+    page = camera_page
+    open_tab(page, "Webcam")
+    page.get_by_role("button", name="Turn on the camera").click()
+    add_class(page, "left")
+    hold_to_record(page, 2.0)
+    # about 5 frames a second while held: 2 s give 11 (the first at the press), fewer when
+    # the browser's timers run late on a busy machine
+    left = recorded(page, "left")
+    assert 7 <= left <= 12, left
+
+    add_class(page, "right")
+    assert page.get_by_role("radio", name="right").is_checked()
+    hold_to_record(page, 1.6)
+    page.get_by_role("button", name="Take a photo").click()
+    right = recorded(page, "right")
+    assert 6 <= right <= 10, right
+    assert card_count(page, "left") == left  # frames went to the class chosen
+    shot(page, "webcam-recorded")
+
+    # Delete one thumbnail of "left"
+    thumb = class_card(page, "left").locator(".ps-thumb").first
+    thumb.hover()
+    thumb.get_by_role("button").click()
+    deadline = time.monotonic() + LONG / 1000  # the click reruns the class list
+    while card_count(page, "left") != left - 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert card_count(page, "left") == left - 1
+    left -= 1
+
+    page.get_by_role("button", name="Use the recorded classes").click()
+    page.get_by_role("heading", name=f"Webcam classes (2 classes, {left + right} images)").wait_for(
+        timeout=LONG
+    )
+    wait_for_idle(page)
+    assert preview_classes(page) == {"left": left, "right": right}
+
+    run_probe_and_open_results(page)
+    value = accuracy_metric(page).get_by_test_id("stMetricValue").inner_text()
+    assert re.fullmatch(r"\d{1,3}\.\d%", value), value
+
+    outside = [
+        url
+        for url in page.requests
+        if urlsplit(url).scheme in ("http", "https", "ws", "wss")
+        and urlsplit(url).hostname not in LOOPBACK
+    ]
+    assert outside == []
