@@ -321,7 +321,10 @@ def _add_study_options(command: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (default): given when the folder has train/ and test/, cv up to"
         f" {AUTO_CV_LIMIT:,} images, holdout above; cv: nested stratified k-fold, every"
-        " image scored; holdout: one held-out split; given: the folder's own train/test",
+        " image scored; holdout: one held-out split; given: the folder's own train/test."
+        " In each, C is chosen on training images only, by the one-standard-error rule: the"
+        " smallest C whose mean validation log loss is within one standard error of the"
+        " lowest",
     )
     command.add_argument(
         "--folds",
@@ -690,7 +693,7 @@ def _print_summary(embeddings: Embeddings, result: ProbeResult) -> None:
     print(f"classes          {len(result.class_names)}: {', '.join(result.class_names)}")
     for message in result.messages:
         print(f"note             {message}")
-    chosen = f"{result.chosen_c:.3g} ({result.sweep.method})"
+    chosen = f"{result.chosen_c:.3g} ({result.sweep.described})"
     if result.fold_sweeps:
         per_fold = ", ".join(f"{sweep.chosen_c:.3g}" for sweep in result.fold_sweeps)
         chosen += f"; inside each training fold: {per_fold}"

@@ -5,10 +5,16 @@ split out of what it is given (or uses stratified k-fold when that is too small)
 searches C on a log grid, then refits on everything it was given at the chosen C.
 Which images train and which score it is the business of ``probe_core.evaluation``.
 
-Choosing C: from ``COARSE_TO_FINE_MIN_IMAGES`` images on, a coarse-to-fine search (as in the
-CLIP paper) measures the grid every ``COARSE_STRIDE`` steps, then halves the step around the
-best C down to the grid's own step; fewer images measure the whole grid. Both extend past an
-edge of the grid towards ``C_LIMITS`` and break ties the same way. Fits along the way are
+Choosing C: the one-standard-error rule (``choose_c``, ``DEFAULT_C_RULE``): every validation
+image's log loss is pooled over the inner splits, and the smallest C (the strongest
+regularisation) whose mean validation log loss is within one standard error of the lowest
+wins. Log loss moves smoothly with the weights, so noise of 1e-6 in the embeddings (another
+batch size or engine) cannot flip the choice as a one-image tie in accuracy could; the few-shot
+curves (``evaluation.fewshot``) choose by the same function. From
+``COARSE_TO_FINE_MIN_IMAGES`` images on, a coarse-to-fine search (as in the CLIP paper)
+measures the grid every ``COARSE_STRIDE`` steps, then halves the step around the chosen C (and
+the lowest-loss C it is measured from) down to the grid's own step; fewer images measure the
+whole grid. Both extend past an edge of the grid towards ``C_LIMITS``. Fits along the way are
 warm-started and run in float32; the final refit is a plain float64 ``LogisticRegression``.
 """
 
@@ -19,14 +25,13 @@ import copy
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
@@ -56,6 +61,10 @@ COARSE_TO_FINE_MIN_IMAGES = 1000
 # where it was for ~3x the iterations. See bench/probe_speed.py.
 DEFAULT_TOL = 1e-4
 SELECTION_DTYPE = np.float32  # C is chosen with float32 fits (see LinearProbe.fit)
+# How C is chosen from the validation scores (``choose_c``); the first is the default.
+C_RULES = ("one-standard-error", "log-loss", "best-accuracy")
+DEFAULT_C_RULE = C_RULES[0]
+_LOG_LOSS_FLOOR = np.finfo(np.float64).eps  # scikit-learn's log_loss clips there too
 
 
 class ProbeError(ValueError):
@@ -63,12 +72,79 @@ class ProbeError(ValueError):
 
 
 @dataclass(frozen=True)
-class SweepResult:
-    """Validation accuracy (and log loss) for each C tried, and how it was measured.
+class ValidationScores:
+    """The validation scores of one C, pooled over every validation image of every inner
+    split: mean accuracy, mean log loss and the log loss's standard error over the images."""
 
-    The chosen C has the best validation accuracy; ties go to the lower validation
-    log loss, so a perfectly separable set does not pick a uselessly small C.
-    ``extended`` says the grid was widened because the best C sat on its edge.
+    accuracy: float
+    log_loss: float
+    log_loss_se: float
+    n: int
+
+    @classmethod
+    def of(cls, correct: np.ndarray, losses: np.ndarray) -> ValidationScores:
+        """From each validation image's correctness (0/1) and log loss."""
+        losses = np.asarray(losses, dtype=np.float64)
+        return cls.from_sums(
+            len(losses), float(np.sum(correct)), float(losses.sum()), float(losses @ losses)
+        )
+
+    @classmethod
+    def from_sums(
+        cls, n: float, correct: float, loss: float, loss_squares: float
+    ) -> ValidationScores:
+        """From sums over the validation images: of correctness, log loss, its square."""
+        mean = loss / n
+        variance = max(0.0, (loss_squares - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+        return cls(correct / n, mean, math.sqrt(variance / n), round(n))
+
+
+def per_image_log_loss(probabilities: np.ndarray, truth_columns: np.ndarray) -> np.ndarray:
+    """Each row's log loss, as scikit-learn's ``log_loss`` computes it (clipped at eps)."""
+    truth = probabilities[np.arange(len(truth_columns)), truth_columns]
+    return -np.log(np.maximum(truth, _LOG_LOSS_FLOOR))
+
+
+def choose_c(scores: Mapping[int, ValidationScores], rule: str = DEFAULT_C_RULE) -> int:
+    """The chosen position (ascending C) among measured ``scores``, by ``rule``:
+
+    - "one-standard-error": the smallest C (the strongest regularisation) whose mean
+      validation log loss is within one standard error of the lowest. Log loss moves
+      smoothly with the weights, so float noise in the embeddings cannot flip the choice
+      the way a one-image tie in accuracy can.
+    - "log-loss": the lowest mean validation log loss.
+    - "best-accuracy": the best mean validation accuracy, ties to the lower log loss (the
+      rule before issue 19, kept to compare with in ``bench/c_rule.py``: one image
+      changing its prediction can flip it).
+    """
+    if rule not in C_RULES:
+        raise ValueError(f"c_rule must be one of {', '.join(C_RULES)}")
+    if rule == "best-accuracy":
+        return min(scores, key=lambda p: (-scores[p].accuracy, scores[p].log_loss, p))
+    top = min(scores, key=lambda p: (scores[p].log_loss, p))
+    if rule == "log-loss":
+        return top
+    bar = scores[top].log_loss + scores[top].log_loss_se
+    return min(p for p in scores if scores[p].log_loss <= bar)
+
+
+def c_focus(scores: Mapping[int, ValidationScores], rule: str = DEFAULT_C_RULE) -> list[int]:
+    """The positions a search refines around and extends from: the chosen one and, under the
+    one-standard-error rule, the lowest log loss it is measured from (a lower one nearby
+    would move the choice)."""
+    chosen = choose_c(scores, rule)
+    if rule != "one-standard-error":
+        return [chosen]
+    return sorted({chosen, choose_c(scores, "log-loss")})
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Validation accuracy and log loss for each C tried, and how C was chosen from them.
+
+    ``c_rule`` names the rule (``choose_c``; by default the one-standard-error rule on the
+    mean validation log loss, whose standard errors are ``log_loss_se``). ``extended`` says
+    the grid was widened because the C the rule looks at sat on its edge.
     ``c_values`` holds every C measured, ascending (under a coarse-to-fine search, only
     those the search visited).
     """
@@ -79,6 +155,19 @@ class SweepResult:
     method: str  # "validation split" | "stratified k-fold" | "given validation set" | "fixed"
     log_losses: tuple[float, ...] = ()
     extended: bool = False
+    log_loss_se: tuple[float, ...] = ()  # standard error of each mean log loss
+    c_rule: str = DEFAULT_C_RULE  # how C was chosen from the scores (``choose_c``)
+
+    @property
+    def rule(self) -> str | None:
+        """The rule C was chosen by; None for a fixed (or default) C, chosen from no scores."""
+        return None if all(math.isnan(score) for score in self.scores) else self.c_rule
+
+    @property
+    def described(self) -> str:
+        """The method, and the rule when C was chosen from scores, in words: "validation
+        split, one-standard-error rule"; "fixed"."""
+        return self.method if self.rule is None else f"{self.method}, {self.rule} rule"
 
 
 def _logistic_regression(
@@ -161,16 +250,17 @@ def search_c(
     lattice: CLattice,
     stride: int,
     measure: Callable[[list[int]], None],
-    best: Callable[[], int],
+    focus: Callable[[], list[int]],
     measured: Callable[[], list[int]],
 ) -> None:
     """Coarse-to-fine search over lattice positions (``stride`` 1: the exhaustive grid).
 
     Measures the grid every ``stride`` positions and at both ends, then halves the step
-    around the best position, inside the span measured, down to one grid step. When the
-    best is then the lowest (highest) position measured, the span is extended ``stride``
-    positions further, up to the limits, and refined again. With stride 1 this is the
-    whole grid followed by a step-by-step extension at an edge.
+    around the focus positions (``c_focus``: the chosen C and the best-scored one), inside
+    the span measured, down to one grid step. When a focus position is then the lowest
+    (highest) position measured, the span is extended ``stride`` positions further, up to
+    the limits, and refined again. With stride 1 this is the whole grid followed by a
+    step-by-step extension at an edge.
     """
     last = len(lattice.grid) - 1
     measure(sorted({*range(0, last + 1, stride), last}))
@@ -178,16 +268,18 @@ def search_c(
         step = stride
         while step > 1:
             step //= 2
-            position, done = best(), measured()
-            around = (position - step, position + step)
-            measure([p for p in around if done[0] < p < done[-1] and p not in done])
-        position, done = best(), measured()
-        if position == done[0] and position > lattice.low:
-            measure([max(position - stride, lattice.low)])
-        elif position == done[-1] and position < lattice.high:
-            measure([min(position + stride, lattice.high)])
-        else:
+            done = measured()
+            around = {p + offset for p in focus() for offset in (-step, step)}
+            measure(sorted(p for p in around if done[0] < p < done[-1] and p not in done))
+        positions, done = focus(), measured()
+        further = []
+        if done[0] in positions and done[0] > lattice.low:
+            further.append(max(done[0] - stride, lattice.low))
+        if done[-1] in positions and done[-1] < lattice.high:
+            further.append(min(done[-1] + stride, lattice.high))
+        if not further:
             return
+        measure(further)
 
 
 def _blend(lower, upper, weight: float):
@@ -217,11 +309,12 @@ class _SplitPath:
         self.train_index, self.val_index = train_index, val_index
         self.fitted: dict[float, object] = {}
 
-    def scores(self, c_values: list[float]) -> list[tuple[float, float]]:
-        """(validation accuracy, validation log loss) at each C, fitted in ascending order."""
+    def scores(self, c_values: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each validation image's (correctness, log loss) at each C, fitted in ascending
+        order."""
         return [self._score(c) for c in sorted(c_values)]
 
-    def _score(self, c: float) -> tuple[float, float]:
+    def _score(self, c: float) -> tuple[np.ndarray, np.ndarray]:
         below = [known for known in self.fitted if known < c]
         above = [known for known in self.fitted if known > c]
         if below and above:
@@ -239,8 +332,8 @@ class _SplitPath:
         probabilities[:, columns] = model.predict_proba(self.X[self.val_index])
         probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 rounding
         truth = self.y[self.val_index]
-        accuracy = float(np.mean(self.labels[np.argmax(probabilities, axis=1)] == truth))
-        return accuracy, float(log_loss(truth, probabilities, labels=self.labels))
+        correct = self.labels[np.argmax(probabilities, axis=1)] == truth
+        return correct, per_image_log_loss(probabilities, np.searchsorted(self.labels, truth))
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -265,6 +358,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         (torch on CUDA/MPS, else scikit-learn).
     tol : solver tolerance on the largest gradient entry (scikit-learn's ``tol``).
     selection_tol : the same for the fits that choose C; None: ``tol``.
+    c_rule : how C is chosen from the validation scores (``choose_c``): "one-standard-error"
+        (default), "log-loss" or "best-accuracy".
     device, minibatch, batch_size : for the torch solver (see ``TorchLogisticRegression``).
 
     ``fit(X, y, groups=None, validation_mask=None)``: ``groups`` keeps duplicate images
@@ -289,6 +384,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         device: str = "auto",
         minibatch: bool | None = None,
         batch_size: int = 256,
+        c_rule: str = DEFAULT_C_RULE,
     ):
         self.c_grid = c_grid
         self.C = C
@@ -305,6 +401,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.device = device
         self.minibatch = minibatch
         self.batch_size = batch_size
+        self.c_rule = c_rule
 
     def fit(
         self,
@@ -317,6 +414,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}")
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {', '.join(SEARCHES)}")
+        if self.c_rule not in C_RULES:
+            raise ValueError(f"c_rule must be one of {', '.join(C_RULES)}")
         self.solver_ = resolve_solver(self.solver, self.device)
         X, y = self._as_input(X), np.asarray(y)
         if len(np.unique(y)) < 2:
@@ -391,29 +490,33 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             for train, val in splits
         ]
         lattice = CLattice.around(grid, self.c_limits)
-        measured: dict[int, tuple[float, float]] = {}
+        measured: dict[int, ValidationScores] = {}
+        rule = self.c_rule
 
         def measure(positions: list[int]) -> None:
             if not positions:
                 return
             c_values = [lattice.c(p) for p in sorted(positions)]
-            per_split = np.array([path.scores(c_values) for path in paths])
-            means = per_split.mean(axis=0)
-            measured.update(zip(sorted(positions), map(tuple, means), strict=True))
-
-        def best() -> int:
-            return min(measured, key=lambda p: (-measured[p][0], measured[p][1], p))
+            per_split = [path.scores(c_values) for path in paths]
+            for number, position in enumerate(sorted(positions)):
+                correct = np.concatenate([split[number][0] for split in per_split])
+                losses = np.concatenate([split[number][1] for split in per_split])
+                measured[position] = ValidationScores.of(correct, losses)
 
         stride = coarse_stride(grid) if self.search_for(X) == "coarse-to-fine" else 1
-        search_c(lattice, stride, measure, best, lambda: sorted(measured))
+        search_c(
+            lattice, stride, measure, lambda: c_focus(measured, rule), lambda: sorted(measured)
+        )
         positions = sorted(measured)
         return SweepResult(
             tuple(lattice.c(p) for p in positions),
-            tuple(float(measured[p][0]) for p in positions),
-            lattice.c(best()),
+            tuple(measured[p].accuracy for p in positions),
+            lattice.c(choose_c(measured, rule)),
             method,
-            tuple(float(measured[p][1]) for p in positions),
+            tuple(measured[p].log_loss for p in positions),
             extended=positions[0] < 0 or positions[-1] >= len(grid),
+            log_loss_se=tuple(measured[p].log_loss_se for p in positions),
+            c_rule=rule,
         )
 
     def _validation_splits(

@@ -146,7 +146,7 @@ def html_report(
         f" {plural(len(result.used), 'image')} in {plural(len(names), 'class')};"
         f" {len(result.evaluated)} scored; chance (majority class)"
         f" {metrics.chance_accuracy:.1%}. C = {result.chosen_c:.3g} for the exported probe,"
-        f" chosen by {html.escape(result.sweep.method)}, never on scored images."
+        f" chosen by {html.escape(result.sweep.described)}, never on scored images."
     )
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>

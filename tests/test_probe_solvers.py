@@ -132,7 +132,9 @@ def test_coarse_to_fine_runs_fewer_fits_than_the_grid(monkeypatch):
     fits.clear()
     LinearProbe(search="coarse-to-fine").fit(X, y)
     assert grid_fits == len(DEFAULT_C_GRID) + 1  # every grid C, then the refit
-    assert len(fits) <= 11 < grid_fits  # 8 decades, 2 refinements, the refit
+    # 8 decades; one refinement step on each side of the chosen C and of the lowest log loss
+    # (the one-standard-error rule measures from it); the refit
+    assert len(fits) <= 13 < grid_fits
 
 
 def test_auto_search_measures_the_whole_grid_only_on_few_images():

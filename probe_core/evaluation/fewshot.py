@@ -16,10 +16,10 @@ choose C on, so the probe uses the fixed ``FEWSHOT_FIXED_C``. From there on, one
 and k, shared by that fold's draws: each draw's images are split into stratified validation
 folds (``LinearProbe``'s rule: ``min(5, k)`` folds while a fifth of a class is under two
 images, else one fold of five), C runs over ``LinearProbe``'s grid (extended past an edge,
-as there), and the C with the best validation accuracy averaged over all the fold's draws
-and their validation parts wins, ties going to the lower log loss. C is thus chosen on the
-drawn training images alone, never on the evaluation images, and from ten draws' worth of
-validation images rather than the handful of one draw.
+as there), and C is chosen by the probe's own rule (``probe.choose_c``, the one-standard-
+error rule on validation log loss) from every validation image of all the fold's draws. C is
+thus chosen on the drawn training images alone, never on the evaluation images, and from ten
+draws' worth of validation images rather than the handful of one draw.
 
 Fitting (``fit="batched"``, the default): the probes of every draw are fitted together, in
 one L-BFGS run over stacked problems (``probe_core.batched_logistic``, scikit-learn's
@@ -58,6 +58,9 @@ from ..probe import (
     MIN_VALIDATION_PER_CLASS,
     CLattice,
     LinearProbe,
+    ValidationScores,
+    c_focus,
+    choose_c,
     coarse_stride,
     search_c,
 )
@@ -301,8 +304,8 @@ class _Scoring:
         )
 
     def _shared_c(self, trains: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[float, str]]:
-        """One C per task, shared by its draws: the best mean validation accuracy over every
-        draw's validation parts (ties: lower log loss), searched as ``LinearProbe`` does.
+        """One C per task, shared by its draws: ``choose_c`` (the probe's ``c_rule``) on the
+        validation images of every draw's validation parts, searched as ``LinearProbe`` does.
         All tasks measure the first sweep together; each refines or extends on its own."""
         base = self.base
         n_folds, single = _validation_folds(k, base)
@@ -329,10 +332,11 @@ class _Scoring:
                 lattice,
                 stride,
                 lambda positions, task=task_number: search.measure([task], positions, lattice),
-                lambda task=task_number: search.best(task),
+                lambda task=task_number: c_focus(search.scores(task), base.c_rule),
                 lambda task=task_number: search.measured(task),
             )
-            choices.append((lattice.c(search.best(task_number)), method))
+            chosen = choose_c(search.scores(task_number), base.c_rule)
+            choices.append((lattice.c(chosen), method))
         return choices
 
 
@@ -475,12 +479,13 @@ def _chunks(n_problems: int, values_per_problem: int) -> list[slice]:
 
 
 class _ValidationSearch:
-    """Validation accuracy and log loss at C positions, per task averaged over its parts
-    (every draw's validation folds). Each part is fitted in the span of its training rows
-    (found from its draw's Gram matrix, so no part copies the embeddings), warm from its own
-    solutions at neighbouring C: between two, blended in log C (as ``LinearProbe``'s path);
-    above them all, extrapolated from the two highest (measured: about 40% fewer L-BFGS
-    iterations on the demo than starting from the highest alone); below them all, from zero."""
+    """Validation accuracy and log loss at C positions, per task pooled over the validation images
+    of its parts (every draw's validation folds). Each part is fitted in the span of its
+    training rows (found from its draw's Gram matrix, so no part copies the embeddings), warm
+    from its own solutions at neighbouring C: between two, blended in log C (as
+    ``LinearProbe``'s path); above them all, extrapolated from the two highest (measured: about
+    40% fewer L-BFGS iterations on the demo than starting from the highest alone); below them
+    all, from zero."""
 
     def __init__(
         self,
@@ -522,28 +527,28 @@ class _ValidationSearch:
                 self.val.append(X[local[:, :, 0], val[chunk]])
             self.batches.append(LogisticBatch(Z, labels[train[chunk]], n_classes, mask))
         self.fitted: dict[int, list[BatchedFit]] = {}  # position -> per chunk, every part
-        self.accuracy: dict[int, np.ndarray] = {}  # position -> per part (nan: not measured)
-        self.loss: dict[int, np.ndarray] = {}
+        # position -> per part: sums over its validation images of correctness, log loss and
+        # squared log loss, and their count (nan: not measured)
+        self.sums: dict[int, np.ndarray] = {}
         self._n_parts = len(parts)
 
     def measure(self, tasks, positions, lattice: CLattice) -> None:
         """Measure ``positions`` for the parts of ``tasks`` that lack them (ascending)."""
         for position in sorted(positions):
             mask = np.isin(self.owners, list(tasks))
-            if position in self.accuracy:
-                mask &= np.isnan(self.accuracy[position])
+            if position in self.sums:
+                mask &= np.isnan(self.sums[position][:, 0])
             if mask.any():
                 self._measure(position, lattice, mask)
 
     def _measure(self, position: int, lattice: CLattice, mask: np.ndarray) -> None:
         c = lattice.c(position)
-        measured = [p for p in self.accuracy if not np.isnan(self.accuracy[p][mask]).any()]
+        measured = [p for p in self.sums if not np.isnan(self.sums[p][mask, 0]).any()]
         below = [p for p in measured if p < position]
         above = [p for p in measured if p > position]
         if position not in self.fitted:
             self.fitted[position] = [None] * len(self.chunks)
-            self.accuracy[position] = np.full(self._n_parts, np.nan)
-            self.loss[position] = np.full(self._n_parts, np.nan)
+            self.sums[position] = np.full((self._n_parts, 4), np.nan)
         for number, (chunk, batch, val) in enumerate(
             zip(self.chunks, self.batches, self.val, strict=True)
         ):
@@ -578,12 +583,12 @@ class _ValidationSearch:
                 )
                 self.fitted[position][number] = stored
             stored.coef[rows], stored.intercept[rows] = fit.coef, fit.intercept
-            accuracy, loss = self._scores(fit, val[rows], chunk, rows)
             parts = np.arange(self._n_parts)[chunk][rows]
-            self.accuracy[position][parts], self.loss[position][parts] = accuracy, loss
+            self.sums[position][parts] = self._sums(fit, val[rows], chunk, rows)
 
-    def _scores(self, fit: BatchedFit, val: np.ndarray, chunk: slice, rows: np.ndarray):
-        """Per part: validation accuracy and log loss (scikit-learn's ``log_loss``)."""
+    def _sums(self, fit: BatchedFit, val: np.ndarray, chunk: slice, rows: np.ndarray):
+        """Per part, sums over its validation images: correct predictions, log loss
+        (scikit-learn's ``log_loss``), squared log loss, and the images' count."""
         labels = self.val_labels[chunk][rows]
         weights = self.val_weights[chunk][rows]
         logits = fit.decision_function(val)
@@ -591,26 +596,31 @@ class _ValidationSearch:
         logits -= logits.max(axis=2, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=2, keepdims=True))
         truth = np.take_along_axis(log_p, labels[..., None], axis=2)[..., 0]
-        totals = weights.sum(axis=1)
-        accuracy = np.sum(weights * right, axis=1) / totals
-        loss = -np.sum(weights * np.maximum(truth, np.log(_LOG_LOSS_FLOOR)), axis=1) / totals
-        return accuracy, loss
+        losses = -np.maximum(truth, np.log(_LOG_LOSS_FLOOR))
+        return np.stack(
+            [
+                np.sum(weights * right, axis=1),
+                np.sum(weights * losses, axis=1),
+                np.sum(weights * losses**2, axis=1),
+                weights.sum(axis=1),
+            ],
+            axis=1,
+        )
 
     def _tol(self) -> float:
         tol = self.probe.selection_tol
         return self.probe.tol if tol is None else tol
 
-    def _means(self, task: int) -> dict[int, tuple[float, float]]:
+    def scores(self, task: int) -> dict[int, ValidationScores]:
+        """The task's scores at each position measured for all its parts, pooled over every
+        validation image of every draw (what ``choose_c`` chooses from)."""
         mine = self.owners == task
-        return {
-            p: (float(self.accuracy[p][mine].mean()), float(self.loss[p][mine].mean()))
-            for p in self.accuracy
-            if not np.isnan(self.accuracy[p][mine]).any()
-        }
-
-    def best(self, task: int) -> int:
-        scores = self._means(task)
-        return min(scores, key=lambda p: (-scores[p][0], scores[p][1], p))
+        scores = {}
+        for position, sums in self.sums.items():
+            if not np.isnan(sums[mine, 0]).any():
+                correct, loss, squares, n = sums[mine].sum(axis=0)
+                scores[position] = ValidationScores.from_sums(n, correct, loss, squares)
+        return scores
 
     def measured(self, task: int) -> list[int]:
-        return sorted(self._means(task))
+        return sorted(self.scores(task))
