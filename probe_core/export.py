@@ -138,10 +138,14 @@ def metrics_document(
         "excluded_classes": result.excluded_classes,
         "messages": result.messages,
         "chosen_c": result.chosen_c,
+        "c_rule": result.sweep.rule,
         "sweep": {
             "method": result.sweep.method,
+            "c_rule": result.sweep.rule,
             "c_values": list(result.sweep.c_values),
             "validation_accuracy": list(result.sweep.scores),
+            "validation_log_loss": list(result.sweep.log_losses),
+            "validation_log_loss_se": list(result.sweep.log_loss_se),
             "extended": result.sweep.extended,
         },
         "duplicates": {

@@ -31,6 +31,11 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     assert accuracy["low"] <= accuracy["value"] <= accuracy["high"]
     assert metrics["encoder_id"].startswith("bundled:efficientnet-lite0@")
     assert metrics["chosen_c"] in metrics["sweep"]["c_values"]
+    assert metrics["c_rule"] == metrics["sweep"]["c_rule"] == "one-standard-error"
+    sweep = metrics["sweep"]
+    assert len(sweep["validation_log_loss"]) == len(sweep["validation_log_loss_se"]) == len(
+        sweep["c_values"]
+    )
 
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 144  # every image, each scored out of fold
