@@ -53,7 +53,7 @@ def headline(current: shared.Session) -> None:
     st.caption(
         f"{plural(len(result.evaluated), 'image')} scored · chance (majority class)"
         f" {metrics.chance_accuracy:.1%} · exported probe: C = {result.chosen_c:.3g} chosen by"
-        f" {result.sweep.method} · encoder `{current.embeddings.encoder_id}`{spread}"
+        f" {result.sweep.described} · encoder `{current.embeddings.encoder_id}`{spread}"
     )
     if cross_validated:
         st.caption(CROSS_VALIDATION_CAVEAT)
