@@ -33,8 +33,10 @@ def test_demo_folder_end_to_end(tmp_path, capsys):
     assert metrics["chosen_c"] in metrics["sweep"]["c_values"]
     assert metrics["c_rule"] == metrics["sweep"]["c_rule"] == "one-standard-error"
     sweep = metrics["sweep"]
-    assert len(sweep["validation_log_loss"]) == len(sweep["validation_log_loss_se"]) == len(
-        sweep["c_values"]
+    assert (
+        len(sweep["validation_log_loss"])
+        == len(sweep["validation_log_loss_se"])
+        == len(sweep["c_values"])
     )
 
     predictions = pd.read_csv(out / "predictions.csv")
