@@ -103,9 +103,10 @@ def ready_set_buttons(sets: Sequence[ReadySet], key: str) -> None:
     def choose(names: tuple[str, ...]) -> None:
         st.session_state[key] = list(names)
 
-    st.markdown("**Ready sets**")
+    st.markdown("**Ready sets** (they fill the encoders below)")
+    row = st.container(horizontal=True)
     for ready in sets:
-        st.button(
+        row.button(
             ready.label,
             key=f"ready_{ready.title}",
             on_click=choose,
