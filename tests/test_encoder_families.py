@@ -374,11 +374,17 @@ def demo_batch(encoder, count: int = 12) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "name, kind",
-    [("timm:test_resnet@random", "conv"), ("timm:test_vit@random", "linear"), ("hf", "linear")],
-    ids=["timm-cnn", "timm-vit", "hf"],
+    [
+        ("timm:test_resnet@random", "conv"),
+        ("timm:test_vit@random", "linear"),
+        ("hf-dinov2", "linear"),
+        ("hf-clip", "conv+linear"),  # a convolutional patch embedding, then attention
+        ("open_clip:hf-hub:lab/tiny-clip", "conv+linear"),
+    ],
+    ids=["timm-cnn", "timm-vit", "hf-dinov2", "hf-clip", "open_clip-hf-hub"],
 )
 def test_new_families_take_the_fast_paths_only_where_faithful(
-    monkeypatch, dinov2_folder, name, kind
+    monkeypatch, hub_cache, tmp_path, dinov2_folder, clip_folder, name, kind
 ):
     """The families go through select_path like the others: candidates suited to the model
     are measured, and the path chosen, like every candidate judged faithful, keeps the fp32
@@ -389,14 +395,17 @@ def test_new_families_take_the_fast_paths_only_where_faithful(
     from probe_core.acceleration import EXACT_TOLERANCE, select_path
 
     monkeypatch.setattr(acceleration, "_CHOSEN", {})  # measure afresh
-    name = f"hf:{dinov2_folder}" if name == "hf" else name
+    name = {"hf-dinov2": f"hf:{dinov2_folder}", "hf-clip": f"hf:{clip_folder}"}.get(name, name)
+    if name.startswith("open_clip:hf-hub:"):
+        tiny_models.tiny_open_clip(tmp_path / "repo")
+        fill_hub_cache(hub_cache, "lab/tiny-clip", folder_files(tmp_path / "repo"))
     auto = load_encoder(name, device="cpu")
     exact = load_encoder(name, device="cpu", precision="fp32")
     measured = [m.path for m in auto.path_choice.measurements]
-    if kind == "conv":
+    if "conv" in kind:
         assert "fp32+channels_last" in measured
-    elif acceleration._quantization_available():
-        assert "int8-dynamic" in measured
+    if "linear" in kind and acceleration._quantization_available():
+        assert any(path.startswith("int8-dynamic") for path in measured)
     batch = demo_batch(exact)
     with torch.inference_mode():
         reference = unit(exact.encode(batch))
