@@ -829,9 +829,10 @@ def _encoders() -> int:
     forms, and ready-made sets for ``compare``."""
     infos = list_encoders()
     on_disk = [info for info in infos if info.on_disk]
+    width = max(len(info.status) for info in infos)  # one column, whatever the statuses
     print(f"on disk (the Hugging Face cache, {hub_cache_dir()})")
     for info in on_disk:
-        _print_encoder(info)
+        _print_encoder(info, width)
     if not on_disk:
         print("  nothing yet: hub models are kept there once downloaded")
     for family in FAMILIES:
@@ -839,7 +840,7 @@ def _encoders() -> int:
         if listed:
             print(f"\n{family}")
             for info in listed:
-                _print_encoder(info)
+                _print_encoder(info, width)
     print("\nany name works, in these forms:")
     for form in NAME_FORMS:
         print(f"  {form}")
@@ -849,8 +850,8 @@ def _encoders() -> int:
     return 0
 
 
-def _print_encoder(info) -> None:
-    print(f"  {info.name:45s} {info.status:20s} {info.description}")
+def _print_encoder(info, status_width: int) -> None:
+    print(f"  {info.name:45s} {info.status:{status_width}s} {info.description}")
 
 
 def main(argv: list[str] | None = None) -> int:
