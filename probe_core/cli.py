@@ -31,8 +31,11 @@ from .encoders import (
     DEFAULT_ENCODER,
     FAMILIES,
     NAME_FORMS,
+    DownloadProgress,
     EncoderError,
+    fetch_weights,
     list_encoders,
+    needs_download,
     ready_sets,
 )
 from .encoders.hub import hub_cache_dir
@@ -449,6 +452,27 @@ class _ProgressPrinter:
             self.bar = None
 
 
+def _download_weights(name: str | None) -> None:
+    """An encoder's weights that the Hugging Face cache lacks, fetched before a command loads
+    the encoder: its size and destination first, then a tqdm bar in bytes (as run and compare
+    show them); nothing when they are cached, or when the encoder has no hub weights."""
+    if not name or not needs_download(name):
+        return
+    progress = _ProgressPrinter()
+
+    def report(event: DownloadProgress) -> None:
+        total = event.total_bytes or 0
+        message = event.describe()
+        progress(
+            StudyProgress("download", event.done_bytes, total, event.bytes_per_second, message)
+        )
+
+    try:
+        fetch_weights(name, report)
+    finally:
+        progress.close()
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.embeddings is not None:
         return _run_embeddings(args)
@@ -560,6 +584,8 @@ def _embed(args: argparse.Namespace) -> int:
     if not dataset.items:
         print("error: no images found (expected one subfolder per class)", file=sys.stderr)
         return 2
+    if args.engine == "local":
+        _download_weights(args.encoder)  # a cluster's workers fetch their own
     settings = EmbedSettings(
         engine=args.engine,
         encoder=args.encoder,
@@ -606,6 +632,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"skipped  {item.path}: {item.reason}", file=sys.stderr)
         print("error: no images to classify", file=sys.stderr)
         return 2
+    _download_weights(weights.encoder_name)
     encoder, notes = encoder_for(weights, device=args.device)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

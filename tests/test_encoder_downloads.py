@@ -165,3 +165,37 @@ def test_download_reports_read_as_sentences():
     assert unknown.fraction is None and "size unknown" in unknown.describe()
     done = DownloadProgress("hf:a/b", "a/b", "/c", 20_000_000, 20_000_000, finished=True)
     assert done.describe() == "hf:a/b: downloaded 20.0 of 20.0 MB into /c"
+
+
+def test_embed_prints_size_and_destination_then_a_byte_progress_bar(
+    hub, weights, image_folder, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    code = main(["embed", str(image_folder), "--encoder", NAME, "--out", str(out), "--no-cache",
+                 "--precision", "fp32"])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"{NAME}: downloading {len(weights) / 1e6:.1f} MB from {REPO} into" in err
+    assert "downloading:" in err and "B/s" in err  # tqdm's bar, in bytes
+    assert hub.downloads == 1 and (out / "embeddings.parquet").is_file()
+
+
+def test_predict_fetches_the_probes_encoder_with_progress(
+    hub, weights, image_folder, tmp_path, capsys
+):
+    """A probe taken to a machine whose cache lacks its encoder's weights."""
+    run = tmp_path / "run"
+    assert main(["run", str(image_folder), "--encoder", NAME, "--out", str(run), "--no-cache",
+                 "--projection", "none", "--precision", "fp32",
+                 "--duplicate-threshold", "1.0"]) == 0  # fmt: skip
+    import shutil
+
+    shutil.rmtree(repo_cache_folder(REPO))
+    capsys.readouterr()
+    predictions = tmp_path / "predictions.csv"
+    probe = next(run.rglob("probe.safetensors")).parent
+    code = main(["predict", str(probe), str(image_folder), "--out", str(predictions)])
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{NAME}: downloading {len(weights) / 1e6:.1f} MB from {REPO} into" in err
+    assert "downloading:" in err and hub.downloads == 2 and predictions.is_file()
