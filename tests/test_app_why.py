@@ -33,6 +33,7 @@ from tests.test_app import (
     uploader,
     values,
 )
+from tests.test_app_embeddings import parquet_bytes, synthetic_frame
 
 pytestmark = pytest.mark.slow  # saliency and its deletion check on two CPU cores
 
@@ -224,3 +225,32 @@ def test_a_weight_free_encoder_says_it_has_no_saliency_but_shows_neighbours():
     assert not any("hiding the highlighted" in t for t in panel_texts(at))
     assert len([c for c in values(at.caption) if " · cos " in c]) == 8
     assert button(at, "Close")
+
+
+def test_opened_embeddings_have_neighbours_but_no_saliency():
+    at = new_app()
+    frame = synthetic_frame([f"/data/elsewhere/{i}.jpg" for i in range(30)])
+    uploader(at, "embeddings_upload").set_value(
+        [("other-tool.parquet", parquet_bytes(frame), "application/octet-stream")]
+    ).run()
+    run_probe(at)
+    at = open_page(at, RESULTS)
+    current = study(at)
+    table = predictions_table(current.embeddings, current.result)
+    select(at, "confusion", [{"x": "class 1", "y": "class 1", "curve_number": 1, "point_index": 0}])
+    cell = table[(table["true"] == "class 1") & (table["predicted"] == "class 1")]
+    row = current.embeddings.paths.index(cell.sort_values("confidence").iloc[-1]["path"])
+    click_why(at, "confusion", row)
+    assert "Why? " + current.embeddings.paths[row].rsplit("/", 1)[-1] in values(at.subheader)
+    assert (
+        "No saliency map: these embeddings were opened from a file, and the studio cannot load"
+        " their encoder, so there is no saliency."
+    ) in values(at.info)
+    assert not any("hiding the highlighted" in t for t in panel_texts(at))
+    nearest = explainer(at).explain_row(row).neighbours.neighbours
+    shown = [c for c in values(at.caption) if " · cos " in c]
+    assert shown[:8] == [
+        f"{file_name_caption(n.path)}  \n{caption_text(n.label, breakable=True)}"
+        f" · cos {n.cosine:.2f}  \n{'same fold' if n.same_fold else 'other fold'}"
+        for n in nearest
+    ]
