@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field, replace
@@ -18,6 +18,7 @@ from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
 from probe_core.decode_check import check_decoding
 from probe_core.devices import pick_device
+from probe_core.embedding_queue import EmbeddingQueue, QueueLeft, QueuePlace
 from probe_core.embeddings import Embeddings
 from probe_core.embeddings_io import PrecomputedEmbeddings
 from probe_core.encoders import (
@@ -258,14 +259,42 @@ def study_runner(current: Session, encoder: Encoder | None) -> Study:
     )
 
 
+@st.cache_resource(show_spinner=False)
+def embedding_queue(encoder_id: str, encoder_key: int, _encoder: Encoder) -> EmbeddingQueue:
+    """The server's one embedding queue for a shared encoder (``encoder_key``: its identity):
+    every session's images go through it, in shared batches."""
+    log.info("embedding queue for %s started", encoder_id)
+    return EmbeddingQueue(_encoder)
+
+
+def this_session() -> tuple[str, Callable[[], bool] | None]:
+    """This browser session's id, and a check that it is still connected (None where no
+    server runs, as in AppTest)."""
+    context = get_script_run_ctx()
+    session_id = context.session_id if context is not None else "local"
+    if context is None or not runtime.exists():
+        return session_id, None
+    server = runtime.get_instance()
+    return session_id, lambda: server.is_active_session(session_id)
+
+
 def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
-    """Embed outside any cached function so the progress bar is live (cache hits are instant)."""
+    """Embed outside any cached function so the progress bar is live (cache hits are instant).
+
+    The images the cache lacks go through the server's shared embedding queue; while they
+    wait, the bar says the session's place in line and the estimated wait. A session that
+    disconnects leaves the queue (and its script stops)."""
     bar = st.progress(0.0, text="Embedding…")
     runner = study_runner(current, encoder)
+    queue = embedding_queue(encoder.encoder_id, id(encoder), encoder)
+    session_id, alive = this_session()
+    started = time.perf_counter()
+    first_rows = {}  # when this session's first rows came back from the queue
 
     def update(event: StudyProgress) -> None:
-        if event.stage != "embed":
+        if event.stage != "embed" or event.done == 0:
             return
+        first_rows.setdefault("at", time.perf_counter())
         remaining = (event.total - event.done) / event.rate if event.rate > 0 else 0.0
         bar.progress(
             event.done / max(event.total, 1),
@@ -273,12 +302,36 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
             f" · ETA {remaining:.0f} s",
         )
 
+    def waiting(place: QueuePlace) -> None:
+        bar.progress(place.done / max(place.total, 1), text=place.describe())
+
     runner.progress = update
-    embeddings = runner.embed(current.dataset)
+    runner.encode = queue.encode_function(session_id, on_wait=waiting, alive=alive)
+    try:
+        embeddings = runner.embed(current.dataset)
+    except QueueLeft:
+        bar.empty()
+        log.info("session %s left the embedding queue", session_id)
+        st.stop()
     bar.progress(
         1.0,
         text=f"Embedded {plural(embeddings.n_computed, 'image')},"
         f" {embeddings.n_from_cache:,} from the cache, in {embeddings.seconds:.1f} s",
+    )
+    stats = queue.stats()
+    log.info(
+        "session %s embedded %d images (%d from the cache) in %.2f s, %.2f s of it until its"
+        " first rows came back; queue: %d batches of up to %d, %d images, %.3f full, %d shared",
+        session_id,
+        embeddings.n_computed,
+        embeddings.n_from_cache,
+        embeddings.seconds,
+        first_rows.get("at", time.perf_counter()) - started,
+        len(stats.batches),
+        stats.batch_size,
+        stats.images,
+        stats.fill,
+        stats.shared_batches,
     )
     return embeddings
 
@@ -286,7 +339,12 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
 def fit_probe(current: Session, encoder: Encoder | None) -> ProbeResult:
     """The probe's result (``encoder`` None for precomputed embeddings)."""
     start_first_map(current)  # in the background, while the probe fits
-    return study_runner(current, encoder).evaluate(current.embeddings)
+    started = time.perf_counter()
+    result = study_runner(current, encoder).evaluate(current.embeddings)
+    log.info(
+        "session %s fitted the probe in %.2f s", this_session()[0], time.perf_counter() - started
+    )
+    return result
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,53 @@
+"""The app embeds through the server's shared embedding queue (headless, AppTest).
+
+The queue itself is specified in ``tests/test_embedding_queue.py``; 30 browser sessions at
+once in ``tests/test_classroom.py`` (slow).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from probe_core.embed import extract_embeddings
+from probe_core.encoders import DEFAULT_ENCODER
+from studio import shared
+from tests.conftest import pattern_image
+from tests.test_app import (  # noqa: F401 - app_env: the private cache and session folders
+    app_env,
+    new_app,
+    run_probe,
+    study,
+    uploader,
+)
+
+
+def distinct_upload(classes: list[str], per_class: int) -> list[tuple[str, bytes, str]]:
+    """A picked folder whose images no other test embeds (the embedding cache is shared)."""
+    files = []
+    for index, name in enumerate(classes):
+        for variant in range(per_class):
+            buffer = io.BytesIO()
+            pattern_image(index, 7_000 + variant).save(buffer, "PNG")
+            files.append((f"queued/{name}/{variant}.png", buffer.getvalue(), "image/png"))
+    return files
+
+
+def test_run_probe_embeds_through_the_servers_shared_queue_with_solo_vectors():
+    at = new_app()
+    uploader(at, "browse_").set_value(distinct_upload(["moths", "wasps"], 5)).run()
+    encoder = shared.shared_encoder(DEFAULT_ENCODER)
+    queue = shared.embedding_queue(encoder.encoder_id, id(encoder), encoder)
+    before = queue.stats()
+    run_probe(at)
+
+    after = queue.stats()
+    assert after.images - before.images == 10  # every image of the folder went through it
+    assert len(after.batches) > len(before.batches)
+    assert after.waiting_sessions == 0
+    embeddings = study(at).embeddings
+    solo = extract_embeddings(study(at).dataset, encoder)  # no cache: embedded again, alone
+    assert embeddings.paths == solo.paths
+    assert np.array_equal(embeddings.vectors, solo.vectors)
+    assert study(at).result is not None
