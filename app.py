@@ -15,6 +15,7 @@ keep_freed_memory_for_reuse()
 # from Google's font server on every page load (the sidebar's page icons are bundled).
 st.set_page_config(page_title="Probe Studio", page_icon="🔬", layout="wide")
 shared.warm_up_maps()  # UMAP's compiled code loads in the background, once per server process
+shared.freeze_loaded_objects()  # Streamlit's collection after each run skips the libraries
 
 navigation = st.navigation(
     [

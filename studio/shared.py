@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -380,7 +381,24 @@ def _log_warm_up(job: Future) -> None:
     if job.exception() is not None:
         log.warning("UMAP warm-up failed: %s", job.exception())
     else:
+        gc.freeze()  # numba's compiled functions join the frozen imports
         log.info("UMAP warmed up in %.1f s", job.result())
+
+
+@st.cache_resource(show_spinner=False)
+def freeze_loaded_objects() -> int:
+    """Once per server process: move the objects loaded so far (torch, scikit-learn, Plotly,
+    the pages' modules) out of the garbage collector's sight; returns how many.
+
+    Streamlit runs a full collection after every script run (``runner.postScriptGC``). With
+    these libraries loaded it walks about 650,000 objects, 0.6 s holding the GIL on a 2-core
+    machine under load, after each rerun of each session: 14-16% of a classroom server's
+    samples (bench/classroom.py with py-spy), stalling every other session meanwhile. Frozen
+    objects are still freed when their last reference goes; only cycles among them would
+    stay, and these are long-lived modules anyway. Called again once UMAP has compiled."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def warm_up_maps() -> None:

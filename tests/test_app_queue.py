@@ -6,6 +6,7 @@ once in ``tests/test_classroom.py`` (slow).
 
 from __future__ import annotations
 
+import gc
 import io
 
 import numpy as np
@@ -51,3 +52,10 @@ def test_run_probe_embeds_through_the_servers_shared_queue_with_solo_vectors():
     assert embeddings.paths == solo.paths
     assert np.array_equal(embeddings.vectors, solo.vectors)
     assert study(at).result is not None
+
+
+def test_the_loaded_libraries_are_out_of_the_collectors_sight():
+    new_app()
+    # Streamlit's full collection after every run would otherwise walk every torch, Plotly
+    # and scikit-learn object each time (see shared.freeze_loaded_objects).
+    assert gc.get_freeze_count() > 100_000
