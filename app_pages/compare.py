@@ -114,7 +114,7 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
             key=ENCODERS_KEY,
             format_func=lambda name: labels.get(name, name),
             accept_new_options=True,
-            help="Two or more. Type any encoder name to add it: " + NAME_HELP,
+            help="Two or more; type a name to add one. " + NAME_HELP,
         )
         fewshot = st.checkbox(
             "Few-shot curve (how many images per class do I need?)",

@@ -19,6 +19,7 @@ from probe_core.encoders import (
     EncoderInfo,
     ReadySet,
     describe,
+    download_size,
     fetch_weights,
     needs_download,
 )
@@ -29,7 +30,7 @@ ON_DISK_TITLE = "in the Hugging Face cache"
 FAMILY_KEY = "encoder_family"
 CUSTOM_KEY = "custom_encoder"
 NAME_HELP = (
-    "Any encoder by name, in one of these forms: "
+    "Any encoder, by a name in one of these forms: "
     + ", ".join(f"`{form}`" for form in NAME_FORMS)
     + ". Hub models download once into the Hugging Face cache; the size and where it goes"
     " are shown before the download starts."
@@ -91,10 +92,19 @@ def explain(name: str, infos: Sequence[EncoderInfo]) -> None:
         st.warning(str(error))
         return
     if download:
-        status = f"needs download into {hub_cache_dir()}"
+        size = hub_download_size(name)
+        amount = f" of {size / 1e6:,.1f} MB" if size else ""
+        unknown = "" if size else " (the hub did not tell its size: it may be out of reach)"
+        status = f"needs download{amount} into {hub_cache_dir()}{unknown}"
     else:
         status = "on disk" if info.needs_download else info.status
     st.caption(f"Runs with **{name}**: {info.description} · {status}")
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def hub_download_size(name: str) -> int | None:
+    """``download_size`` of ``name``, asked of the hub once every few minutes."""
+    return download_size(name)
 
 
 def ready_set_buttons(sets: Sequence[ReadySet], key: str) -> None:

@@ -29,8 +29,10 @@ hub = test_encoder_downloads.hub
 @pytest.fixture(autouse=True)
 def fresh_encoder_list():
     shared.available_encoders.clear()  # st.cache_data: listed again from this test's cache
+    encoder_picker.hub_download_size.clear()
     yield
     shared.available_encoders.clear()
+    encoder_picker.hub_download_size.clear()
 
 
 def model_box(at):
@@ -66,7 +68,8 @@ def test_the_picker_offers_what_is_on_disk_first_then_each_family(filled_cache):
     box.set_value("timm:vit_small_patch14_dinov2.lvd142m").run()
     assert picker_caption(at) == (
         "Runs with **timm:vit_small_patch14_dinov2.lvd142m**: timm DINOv2 ViT-S/14,"
-        f" self-supervised on LVD-142M; 384-d · needs download into {filled_cache}"
+        f" self-supervised on LVD-142M; 384-d · needs download into {filled_cache} (the hub"
+        " did not tell its size: it may be out of reach)"  # HF_HUB_OFFLINE is set
     )
 
 
@@ -97,7 +100,8 @@ def test_a_typed_hub_name_downloads_with_its_size_then_runs(hub, weights, monkey
     uploader(at, "browse_").set_value(folder_upload(["red", "green", "blue"], per_class=4)).run()
     name = test_encoder_downloads.NAME
     at.text_input(key="custom_encoder").set_value(name).run()
-    assert picker_caption(at).endswith(f" · needs download into {hub_cache_dir()}")
+    megabytes = f"{len(weights) / 1e6:.1f} MB"
+    assert picker_caption(at).endswith(f" · needs download of {megabytes} into {hub_cache_dir()}")
     button(at, "Run probe").click().run()
     assert_ok(at)
     assert reports[0].describe().startswith(f"{name}: downloading {len(weights) / 1e6:.1f} MB")

@@ -14,6 +14,7 @@ from probe_core.encoders import (
     DownloadProgress,
     EncoderError,
     EncoderUnavailableError,
+    download_size,
     fetch_weights,
     load_encoder,
     needs_download,
@@ -97,7 +98,7 @@ def test_fetch_weights_downloads_first_with_size_then_megabytes_and_rate(hub, we
 
     monkeypatch.setattr(hub_module, "REPORT_INTERVAL", 0.0)  # every chunk reported
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)  # was 10 MB: one chunk
-    assert needs_download(NAME)
+    assert needs_download(NAME) and download_size(NAME) == len(weights)  # the hub's size
     reports: list[DownloadProgress] = []
     files = fetch_weights(NAME, download_progress=reports.append)
 
@@ -114,7 +115,7 @@ def test_fetch_weights_downloads_first_with_size_then_megabytes_and_rate(hub, we
         assert report.describe() == f"{NAME}: {megabytes} · {rate}"
         assert report.bytes_per_second > 0 and 0 < report.fraction < 1
     assert reports[-1].finished and reports[-1].done_bytes == len(weights)
-    assert not needs_download(NAME) and hub.downloads == 1
+    assert not needs_download(NAME) and download_size(NAME) == 0 and hub.downloads == 1
 
     again: list[DownloadProgress] = []
     assert fetch_weights(NAME, download_progress=again.append).paths == files.paths
@@ -129,6 +130,7 @@ def test_fetch_weights_downloads_first_with_size_then_megabytes_and_rate(hub, we
 )
 def test_encoders_without_hub_weights_fetch_nothing(name, hub):
     assert fetch_weights(name) is None and not needs_download(name)
+    assert download_size(name) == 0
 
 
 def test_fetch_weights_offline_names_the_model_and_the_offline_options(tmp_path, monkeypatch):
@@ -140,6 +142,7 @@ def test_fetch_weights_offline_names_the_model_and_the_offline_options(tmp_path,
         fetch_weights("timm:resnet50.a1_in1k")
     message = str(caught.value)
     assert "timm:resnet50.a1_in1k" in message and "HF_HUB_OFFLINE is set" in message
+    assert download_size("timm:resnet50.a1_in1k") is None  # the hub cannot be asked
     assert "'timm:resnet50@random'" in message and f"'{DEFAULT_ENCODER}'" in message
 
 

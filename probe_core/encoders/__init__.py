@@ -45,7 +45,7 @@ from .bundled import (
 )
 from .catalogue import ReadySet, describe, list_encoders, on_disk_encoders, ready_sets
 from .hub import DownloadListener, DownloadProgress, HubFiles, file_sha256, hub_reachable
-from .loading import fetch_weights, load_encoder, needs_download
+from .loading import download_size, fetch_weights, load_encoder, needs_download
 from .open_clip_models import RANDOM_INIT_SUGGESTION, SUGGESTED_OPEN_CLIP
 from .registry import FAMILIES, NAME_FORMS, is_weight_free, parse_name
 
@@ -77,6 +77,7 @@ __all__ = [
     "build_efficientnet_lite0_classifier",
     "bundled_weights_path",
     "describe",
+    "download_size",
     "fetch_weights",
     "file_sha256",
     "hub_reachable",

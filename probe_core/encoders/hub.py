@@ -182,6 +182,26 @@ class Downloads:
             return self._from_cache(repo, choose)
         return self._from_hub(repo, choose)
 
+    def download_size(self, weights: HubWeights) -> int | None:
+        """The bytes that fetching ``weights`` would download: the hub's sizes of the files
+        missing from the cache (0: none missing). None when the hub cannot be reached or
+        does not tell the sizes."""
+        from huggingface_hub import HfApi, constants
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if is_cached(weights.repo, weights.choose):
+            return 0
+        if not self.online():
+            return None
+        try:
+            info = HfApi(endpoint=constants.ENDPOINT).model_info(weights.repo, files_metadata=True)
+            sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or ()}
+            names = weights.choose(sorted(sizes))
+        except (HfHubHTTPError, OSError, EncoderError):
+            return None
+        known = [sizes.get(name) for name in _not_cached(weights.repo, names, info.sha)]
+        return None if None in known else sum(known)
+
     def unavailable(self, reason: str) -> EncoderUnavailableError:
         return EncoderUnavailableError(
             f"Could not download the weights of {self.encoder} from the Hugging Face hub"
@@ -211,7 +231,7 @@ class Downloads:
     # ----------------------------------------------------------------------- online
 
     def _from_hub(self, repo: str, choose: Chooser) -> HubFiles:
-        from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import HfApi, constants, hf_hub_download
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -234,11 +254,7 @@ class Downloads:
         sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or ()}
         names = choose(sorted(sizes))
         revision = info.sha
-        missing = [
-            name
-            for name in names
-            if not isinstance(try_to_load_from_cache(repo, name, revision=revision), str)
-        ]
+        missing = _not_cached(repo, names, revision)
         known = [sizes.get(name) for name in missing]
         total = sum(known) if known and None not in known else None
         report = _Reporter(self, repo, total)
@@ -267,6 +283,17 @@ class Downloads:
             f"{self.encoder}: {repo} is a gated model: accept its terms on"
             f" https://huggingface.co/{repo} and log in with `hf auth login`"
         )
+
+
+def _not_cached(repo: str, names: Sequence[str], revision: str) -> list[str]:
+    """Which of a repo's files at ``revision`` the Hugging Face cache lacks."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return [
+        name
+        for name in names
+        if not isinstance(try_to_load_from_cache(repo, name, revision=revision), str)
+    ]
 
 
 def cached_names(repo: str) -> list[str]:

@@ -1,6 +1,7 @@
 """``load_encoder``: the one door from an encoder name to a frozen model on its device;
 ``fetch_weights`` gets an encoder's hub weights into the cache beforehand (with progress),
-``needs_download`` tells from the local cache alone whether it would have to."""
+``needs_download`` tells from the local cache alone whether it would have to, and
+``download_size`` how much it would fetch."""
 
 from __future__ import annotations
 
@@ -84,3 +85,14 @@ def needs_download(name: str) -> bool:
     family, spec = parse_name(name)
     weights = family.hub_weights(spec)
     return weights is not None and not is_cached(weights.repo, weights.choose)
+
+
+def download_size(name: str) -> int | None:
+    """How many bytes loading ``name`` would download: 0 when its weights are cached or it
+    has none on the hub; the hub's file sizes otherwise; None when the hub cannot be reached
+    or does not tell (asks the hub, within seconds, only when something is missing)."""
+    family, spec = parse_name(name)
+    weights = family.hub_weights(spec)
+    if weights is None:
+        return 0
+    return Downloads(name.strip()).download_size(weights)
