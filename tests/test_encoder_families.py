@@ -317,6 +317,10 @@ def test_open_clip_hf_hub_name_resolves_from_a_prefilled_cache(hub_cache, tmp_pa
 def test_uncached_open_clip_hf_hub_name_fails_offline(hub_cache):
     with pytest.raises(EncoderUnavailableError, match=r"open_clip:hf-hub:timm/ViT-B-16-SigLIP2"):
         load_encoder("open_clip:hf-hub:timm/ViT-B-16-SigLIP2", device="cpu")
+    with pytest.raises(EncoderUnavailableError) as raised:
+        load_encoder("open_clip:hf-hub:timm/ViT-B-16-SigLIP2", device="cpu")
+    options = str(raised.value).partition("Offline options: ")[2]
+    assert f"'{DEFAULT_ENCODER}'" in options and "<arch>" not in options  # nothing to fill in
 
 
 # --------------------------------------------------------------------------- failing fast

@@ -106,6 +106,15 @@ def offline_options(arch: str) -> str:
     )
 
 
+def hub_repo_offline_options(repo: str) -> str:
+    """For an ``hf-hub:`` name, whose architecture lives in the repo's own config."""
+    return (
+        f"the bundled encoder '{DEFAULT_ENCODER}'; run once online (open_clip:hf-hub:{repo} is"
+        " then kept in the Hugging Face cache), or copy that cache folder from a machine that"
+        " has it."
+    )
+
+
 def _from_hub_repo(repo: str, downloads: Downloads):
     """``open_clip:hf-hub:<org>/<repo>``: the repo's config and weights at one commit."""
     import open_clip
@@ -199,7 +208,7 @@ def hub_weights(spec: str) -> HubWeights | None:
     for a local checkpoint, random weights, or a URL-only tag, which open_clip downloads)."""
     if spec.startswith(HF_HUB):
         repo = spec[len(HF_HUB) :]
-        return HubWeights(repo, _hub_repo_files(repo), offline_options("<arch>"))
+        return HubWeights(repo, _hub_repo_files(repo), hub_repo_offline_options(repo))
     arch, _, tag = spec.partition("@")[0].partition("/")
     if "@" in spec or not tag:
         return None
