@@ -614,7 +614,7 @@ def onnx_runtime(
     batch = calibration_batch(preprocess)
     try:
         measurement, ort_model = onnx_runtime_path.checked(
-            model, encoder_id, preprocess, batch, path.name
+            model, encoder_id, preprocess, batch, path.name, MIN_COSINE
         )
     except onnx_runtime_path.OrtPathError as error:
         raise PrecisionError(f"{path.name}: {error}") from error
