@@ -13,15 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy.special import softmax
 
 from ..embeddings import Embeddings
-from ..encoders import Encoder
 from .intervals import Estimate, proportion_interval
 from .protocols import ProbeResult
+
+if TYPE_CHECKING:  # the encoder comes loaded: this module never loads torch itself
+    from ..encoders import Encoder
 
 Template = str | Callable[[str], str]
 
@@ -76,6 +78,8 @@ def class_text_embeddings(
 ) -> np.ndarray:
     """One unit-norm text embedding per class (n_classes, dim): the mean of its normalised
     prompt embeddings over all templates, re-normalised."""
+    import torch  # already loaded with the encoder
+
     templates = tuple(templates) if templates is not None else default_templates()
     if not templates:
         raise ValueError("zero-shot needs at least one prompt template")
