@@ -67,7 +67,7 @@ from .export import (
 from .onnx_export import DEFAULT_CHECK_IMAGES, OnnxExportError, export_run
 from .predict import ProbeMismatchError, encoder_for, predict_items, predictions_table
 from .probe import ProbeError
-from .result_cache import HIT_MESSAGE, RESULTS_FOLDER, ResultCache
+from .result_cache import RESULTS_FOLDER, ResultCache
 from .study import ComparisonOutcome, Study, StudyOutcome, StudyProgress, StudySettings
 from .wording import plural
 
@@ -415,16 +415,18 @@ class _ProgressPrinter:
             self.bar.refresh()
             return
         self.close()
-        if event.stage == "evaluate" and event.message == HIT_MESSAGE:
+        if event.stage == "evaluate" and event.from_cache:
             print(
                 "probe result from cache (same images, same settings): no refit",
                 file=sys.stderr,
             )
         elif event.stage == "evaluate":
             print("fitting and scoring the probe…", file=sys.stderr)
-        elif event.stage == "project" and event.message.endswith(HIT_MESSAGE):
-            method = event.message.removesuffix(HIT_MESSAGE).strip().upper()
-            print(f"{method} map from cache (same embeddings, same settings)", file=sys.stderr)
+        elif event.stage == "project" and event.from_cache:
+            print(
+                f"{event.message.upper()} map from cache (same embeddings, same settings)",
+                file=sys.stderr,
+            )
         elif event.stage == "project":
             print(f"computing the {event.message.upper()} map…", file=sys.stderr)
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
@@ -452,6 +452,19 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 random_state=self.seed,
             )
         return _logistic_regression(c, self.seed, self.max_iter, warm_start, tol)
+
+    def resolved(self) -> LinearProbe:
+        """A copy whose solver and device are those that run: ``"auto"`` resolved
+        (``resolve_solver``), the device ``"cpu"`` for scikit-learn, else the torch device
+        picked (``"cuda"``, ``"mps"``). Results are keyed by these, not by ``"auto"``."""
+        solver = resolve_solver(self.solver, self.device)
+        if solver == "sklearn":
+            device = "cpu"
+        else:
+            from .devices import pick_device
+
+            device = str(pick_device(self.device))
+        return clone(self).set_params(solver=solver, device=device)
 
     def search_for(self, X: np.ndarray) -> str:
         """The search ``fit`` runs on ``X``: "grid" or "coarse-to-fine"."""

@@ -3,9 +3,11 @@
 The key is a sha256 over the embeddings' content (vectors, labels, paths, class names,
 splits, file digests, encoder id), every argument of ``run_probe`` (defaults filled in; the
 probe by its ``get_params()``), ``FORMAT_VERSION`` (bump it to drop every entry) and a
-fingerprint of the code behind a result (the source of ``probe_core.evaluation`` and the
-probe, the versions of numpy, scipy, scikit-learn, statsmodels and cleanlab), so that a
-stored result is always the one a fresh run would give.
+fingerprint of the code behind a result (the source of every package module ``run_probe``
+imports, read from the package's own import graph, and the versions of numpy, scipy,
+scikit-learn, statsmodels and cleanlab), so that a stored result is always the one a fresh
+run would give. The probe is keyed with its settings resolved: the solver and device that
+actually run (``"sklearn"`` on ``"cpu"``), not ``"auto"``.
 
 Maps are kept the same way, keyed by ``map_key`` (the embeddings, every argument of
 ``project`` and a fingerprint of the map code and UMAP's libraries).
@@ -32,6 +34,7 @@ import inspect
 import json
 import logging
 import os
+import secrets
 import struct
 import tempfile
 import time
@@ -49,6 +52,7 @@ from .evaluation.label_issues import LabelIssue, LowConfidenceLabel
 from .evaluation.map_quality import MapQuality
 from .evaluation.metrics import ClassMetrics, Metrics
 from .evaluation.protocols import ProbeResult, ProtocolChoice, run_probe
+from .module_graph import dependencies, module_files
 from .probe import LinearProbe, SweepResult
 from .projection import MapScore, Projection, project
 
@@ -57,7 +61,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 RESULTS_FOLDER = "results"  # inside the embedding cache folder
 DEFAULT_MAX_BYTES = 512 * 2**20
-HIT_MESSAGE = "from cache"  # the StudyProgress message of an evaluation served from here
 RESULT_LIBRARIES = ("numpy", "scipy", "scikit-learn", "statsmodels", "cleanlab")
 MAP_LIBRARIES = ("numpy", "scikit-learn", "umap-learn", "pynndescent", "numba")
 
@@ -154,27 +157,34 @@ def embeddings_digest(embeddings: Embeddings) -> str:
 def code_fingerprint() -> str:
     """sha256 over the source of the code that computes a probe result and the versions of
     the libraries it calls: after an edit or an upgrade every stored result misses once.
+    The code is every package module ``run_probe`` and this module import, directly or not
+    (``module_graph.dependencies``: the probe, its torch solver, the evaluation modules ...).
     (Edits to comments count too: a needless miss is cheap, a stale result is not.)"""
-    package = Path(__file__).resolve().parent
-    sources = [*sorted((package / "evaluation").glob("*.py")), package / "probe.py", Path(__file__)]
-    return _fingerprint(sources, RESULT_LIBRARIES)
+    return _fingerprint(dependencies([run_probe.__module__, __name__]), RESULT_LIBRARIES)
 
 
 @functools.cache
 def map_code_fingerprint() -> str:
     """``code_fingerprint`` for maps: the projection and map-quality code, UMAP and friends."""
-    package = Path(__file__).resolve().parent
-    sources = [package / "projection.py", package / "evaluation" / "map_quality.py"]
-    return _fingerprint([*sources, Path(__file__)], MAP_LIBRARIES)
+    roots = [project.__module__, MapQuality.__module__, __name__]
+    return _fingerprint(dependencies(roots), MAP_LIBRARIES)
 
 
-def _fingerprint(sources: list[Path], libraries: tuple[str, ...]) -> str:
+def _fingerprint(modules: list[str], libraries: tuple[str, ...]) -> str:
+    """sha256 over the modules' source and the libraries' versions. When a module's source
+    cannot be read (an install without source files), nothing stored can be shown to come
+    from this code: the fingerprint is then unique to this process, so every stored entry
+    misses (and a warning says why) rather than a stale result being served."""
     hasher = hashlib.sha256()
-    for source in sources:
+    files = module_files()
+    for module in modules:
         try:
-            _feed(hasher, (source.name, source.read_bytes().decode(errors="replace")))
-        except OSError:  # no source files (a frozen install): the package version stands in
-            _feed(hasher, (source.name, _version("probe-studio")))
+            source = files[module].read_bytes()
+        except OSError as error:
+            log.warning("result cache off for this process: cannot read %s (%s)", module, error)
+            _feed(hasher, (module, f"unreadable {secrets.token_hex(16)}"))
+            continue
+        _feed(hasher, (module, source.decode(errors="replace")))
     _feed(hasher, [(name, _version(name)) for name in libraries])
     return hasher.hexdigest()
 
@@ -204,6 +214,7 @@ def result_key(embeddings: Embeddings, **options) -> str:
     del arguments["embeddings"]
     if arguments.get("probe") is None:  # run_probe's own default
         arguments["probe"] = LinearProbe(seed=arguments["seed"])
+    arguments["probe"] = arguments["probe"].resolved()  # the solver and device that run
     hasher = hashlib.sha256()
     _feed(
         hasher,

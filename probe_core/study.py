@@ -36,7 +36,7 @@ from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, probe_on_all_image
 from .evaluation.zeroshot import ZeroShotResult, zero_shot
 from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
-from .result_cache import HIT_MESSAGE, ResultCache, map_key, result_key
+from .result_cache import ResultCache, map_key, result_key
 
 STAGES = ("scan", "load encoder", "download", "embed", "evaluate", "few-shot", "project")
 THROUGHPUT_SAMPLE = 32  # images timed per encoder when the cache held the embeddings
@@ -63,13 +63,17 @@ class StudySettings:
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """One progress report: the stage, and for embedding how far along it is."""
+    """One progress report: the stage, and for embedding how far along it is.
+
+    ``from_cache``: an "evaluate" or "project" stage served from the result cache (the same
+    embeddings with the same settings), so nothing is fitted or computed."""
 
     stage: str
     done: int = 0
     total: int = 0
     rate: float = 0.0  # images per second while embedding (bytes per second: "download")
     message: str = ""
+    from_cache: bool = False
 
 
 ProgressListener = Callable[[StudyProgress], None]
@@ -160,8 +164,9 @@ class Study:
         self.progress(StudyProgress("scan", message=str(source)))
         return scan(source)
 
-    def embed(self, dataset: ImageDataset) -> Embeddings:
-        encoder = self.encoder
+    def embed(self, dataset: ImageDataset, encoder: Encoder | None = None) -> Embeddings:
+        """The dataset's embeddings by the settings' encoder (or ``encoder``), cache-aware."""
+        encoder = self.encoder if encoder is None else encoder
 
         def report(done: int, total: int, rate: float) -> None:
             self.progress(StudyProgress("embed", done, total, rate))
@@ -192,14 +197,14 @@ class Study:
 
     def evaluate(self, embeddings: Embeddings) -> ProbeResult:
         """Fit and score the probe, or take the result of the same embeddings and settings
-        from the result cache (reported as an "evaluate" event with ``HIT_MESSAGE``)."""
+        from the result cache (reported as an "evaluate" event with ``from_cache``)."""
         settings = self.settings
         options = self._probe_options()
         cache = self.result_cache
         key = result_key(embeddings, **options) if cache is not None else ""
         cached = cache.lookup(key) if cache is not None else None
         if cached is not None:
-            self.progress(StudyProgress("evaluate", message=HIT_MESSAGE))
+            self.progress(StudyProgress("evaluate", message=settings.protocol, from_cache=True))
             return cached
         self.progress(StudyProgress("evaluate", message=settings.protocol))
         result = run_probe(embeddings, **options)
@@ -232,7 +237,7 @@ class Study:
         key = map_key(embeddings, **options) if cache is not None else ""
         cached = cache.lookup_map(key) if cache is not None else None
         if cached is not None:
-            self.progress(StudyProgress("project", message=f"{options['method']} {HIT_MESSAGE}"))
+            self.progress(StudyProgress("project", message=options["method"], from_cache=True))
             return cached
         self.progress(StudyProgress("project", message=options["method"]))
         projection = project(embeddings.vectors, **options)
@@ -250,12 +255,15 @@ class Study:
         zero_shot_templates: Sequence[str] | None = None,
     ) -> ComparisonOutcome:
         """Embed with every encoder (from the cache where possible), then score them all on
-        the same folds, test every pair, and add few-shot curves and zero-shot if asked."""
+        the same folds, test every pair, and add few-shot curves and zero-shot if asked.
+        ``study.encoder`` stays the one ``settings.encoder`` names."""
         names = list(dict.fromkeys(encoder_names))
         if len(names) < 2:
             raise ProbeError("a comparison needs at least two different encoders")
         dataset = source if isinstance(source, ImageDataset) else self.scan(source)
         loaded = dict(encoders or {})
+        if self._encoder is not None:
+            loaded.setdefault(self.settings.encoder, self._encoder)
         embeddings: dict[str, Embeddings] = {}
         rates: dict[str, float] = {}
         for name in names:
@@ -266,9 +274,10 @@ class Study:
                 download_progress=self._report_download,
             )
             loaded[name] = encoder
-            self._encoder = encoder
+            if name == self.settings.encoder and self._encoder is None:
+                self._encoder = encoder  # the settings' own encoder: kept for later stages
             self.progress(StudyProgress("load encoder", message=name))
-            embeddings[name] = self.embed(dataset)
+            embeddings[name] = self.embed(dataset, encoder)
             rates[name] = self._images_per_second(dataset, encoder, embeddings[name])
         return self._compare_embedded(
             dataset, embeddings, loaded, rates, fewshot, zero_shot_templates

@@ -23,7 +23,6 @@ from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import run_probe
 from probe_core.probe import LinearProbe, ProbeWeights
 from probe_core.result_cache import (
-    HIT_MESSAGE,
     RESULTS_FOLDER,
     ResultCache,
     map_key,
@@ -94,10 +93,12 @@ class FitCounter:
 
 
 def evaluate(settings: StudySettings, cache: ResultCache | None, embeddings: Embeddings):
-    """Study.evaluate, with the progress messages it reported."""
+    """Study.evaluate, with the progress it reported: (message, from_cache) per event."""
     events: list[StudyProgress] = []
     result = Study(settings, result_cache=cache, progress=events.append).evaluate(embeddings)
-    return result, [event.message for event in events if event.stage == "evaluate"]
+    return result, [
+        (event.message, event.from_cache) for event in events if event.stage == "evaluate"
+    ]
 
 
 # --------------------------------------------------------------------------- hits
@@ -109,12 +110,12 @@ def test_a_hit_is_the_fresh_result_without_a_single_fit(tmp_path, monkeypatch):
     uncached, _ = evaluate(settings, None, embeddings)
     cache = ResultCache(tmp_path)
     first, first_messages = evaluate(settings, cache, embeddings)
-    assert first_messages == ["cv"] and len(cache.entries()) == 1
+    assert first_messages == [("cv", False)] and len(cache.entries()) == 1
 
     fits = FitCounter(monkeypatch)
     hit, hit_messages = evaluate(settings, cache, copy.deepcopy(embeddings))
     assert fits.calls == 0
-    assert hit_messages == [HIT_MESSAGE]
+    assert hit_messages == [("cv", True)]
     assert hit is not first
     # Everything: split and folds, sweeps, predictions, probabilities, metrics, the fitted
     # probe's state, duplicates, label issues and messages; also the time the fit took.
@@ -150,7 +151,7 @@ def test_repeats_excluded_classes_and_duplicate_groups_survive_the_round_trip(tm
     cache = ResultCache(tmp_path)
     fresh, _ = evaluate(settings, cache, embeddings)
     hit, messages = evaluate(settings, cache, embeddings)
-    assert messages == [HIT_MESSAGE]
+    assert messages == [(settings.protocol, True)]
     assert fresh.excluded_classes == ["owl"] and len(fresh.repeat_accuracies) == 2
     assert fresh.duplicates.conflicts and fresh.messages
     assert_identical(hit, fresh)
@@ -247,10 +248,10 @@ def test_changed_settings_refit_and_the_first_settings_still_hit(tmp_path, monke
     fits = FitCounter(monkeypatch)
     other = dataclasses.replace(FAST, fixed_c=2.0)
     _, messages = evaluate(other, cache, embeddings)
-    assert fits.calls == 1 and messages == ["holdout"]
+    assert fits.calls == 1 and messages == [("holdout", False)]
     _, messages = evaluate(FAST, cache, embeddings)
     _, messages_other = evaluate(other, cache, embeddings)
-    assert fits.calls == 1 and messages == messages_other == [HIT_MESSAGE]
+    assert fits.calls == 1 and messages == messages_other == [("holdout", True)]
     assert len(cache.entries()) == 2
 
 
@@ -264,6 +265,57 @@ def test_a_new_format_version_misses_and_an_old_entry_is_not_read(tmp_path, monk
     assert result_key(embeddings, **FAST_OPTIONS) != old_key
     assert cache.lookup(old_key) is None  # written by the old format: rejected and removed
     assert cache.entries() == []
+
+
+def test_the_key_holds_the_solver_and_device_that_run_not_auto():
+    """On this CPU-only machine ``auto`` runs scikit-learn on the CPU: the same result as
+    asking for it, so the same key; the torch solver is another result."""
+    embeddings = make_embeddings()
+    auto = result_key(embeddings, probe=LinearProbe(solver="auto", device="auto"))
+    assert LinearProbe().resolved().get_params()["solver"] == "sklearn"
+    assert LinearProbe().resolved().get_params()["device"] == "cpu"
+    assert result_key(embeddings, probe=LinearProbe(solver="sklearn")) == auto
+    assert result_key(embeddings, probe=LinearProbe(solver="sklearn", device="cpu")) == auto
+    torch_key = result_key(embeddings, probe=LinearProbe(solver="torch", device="cpu"))
+    assert torch_key != auto
+    assert result_key(embeddings, probe=LinearProbe(solver="torch", device="auto")) == torch_key
+
+
+def test_the_code_fingerprint_covers_every_module_a_result_runs(monkeypatch):
+    """The modules come from the package's own import graph: the torch solver the probe
+    imports when asked for it is among them, and an edit to any of them misses."""
+    modules = result_cache_module.dependencies(
+        [result_cache_module.run_probe.__module__, result_cache_module.__name__]
+    )
+    for module in (
+        "probe_core.probe",
+        "probe_core.torch_probe",
+        "probe_core.evaluation.protocols",
+        "probe_core.evaluation.splits",
+        "probe_core.evaluation.label_issues",
+        "probe_core.result_cache",
+    ):
+        assert module in modules
+    fingerprint = result_cache_module._fingerprint(modules, ("numpy",))
+    files = dict(result_cache_module.module_files())
+    edited = files["probe_core.torch_probe"].read_bytes() + b"\n# edited\n"
+    monkeypatch.setattr(type(files["probe_core.torch_probe"]), "read_bytes", lambda self: edited)
+    assert result_cache_module._fingerprint(modules, ("numpy",)) != fingerprint
+
+
+def test_an_unreadable_module_turns_the_cache_off_instead_of_guessing(
+    tmp_path, monkeypatch, caplog
+):
+    """No source to read (an install without .py files): no stored entry can be shown to
+    come from this code, so each process gets its own fingerprint and a warning."""
+    files = dict(result_cache_module.module_files())
+    files["probe_core.torch_probe"] = tmp_path / "missing.py"
+    monkeypatch.setattr(result_cache_module, "module_files", lambda: files)
+    modules = ["probe_core.probe", "probe_core.torch_probe"]
+    first = result_cache_module._fingerprint(modules, ("numpy",))
+    second = result_cache_module._fingerprint(modules, ("numpy",))
+    assert first != second
+    assert "result cache off for this process: cannot read probe_core.torch_probe" in caplog.text
 
 
 def test_a_change_in_the_code_that_computes_results_misses(monkeypatch):
@@ -359,12 +411,12 @@ def test_a_damaged_or_planted_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch,
 
     fits = FitCounter(monkeypatch)
     rebuilt, messages = evaluate(FAST, cache, embeddings)
-    assert fits.calls == 1 and messages == ["holdout"]  # recomputed, not loaded
+    assert fits.calls == 1 and messages == [("holdout", False)]  # recomputed, not loaded
     assert_identical(rebuilt, fresh, ignore=("seconds",))
     assert not (tmp_path / (path.name + ".unpickled")).exists()
     # The entry was rewritten and is trusted again.
     again, messages = evaluate(FAST, cache, embeddings)
-    assert fits.calls == 1 and messages == [HIT_MESSAGE]
+    assert fits.calls == 1 and messages == [("holdout", True)]
     assert_identical(again, rebuilt)
 
 
@@ -439,11 +491,13 @@ def test_concurrent_writers_of_one_key_leave_one_valid_entry(tmp_path):
 
 
 def project_with(cache: ResultCache | None, embeddings: Embeddings, **options):
-    """Study.project, with the progress messages it reported."""
+    """Study.project, with the progress it reported: (message, from_cache) per event."""
     events: list[StudyProgress] = []
     study = Study(StudySettings(), result_cache=cache, progress=events.append)
     projection = study.project(embeddings, **options)
-    return projection, [event.message for event in events if event.stage == "project"]
+    return projection, [
+        (event.message, event.from_cache) for event in events if event.stage == "project"
+    ]
 
 
 @pytest.mark.parametrize("method", ["pca", "umap"])
@@ -452,14 +506,14 @@ def test_a_map_is_made_once_then_served_from_the_cache_with_its_score(
 ):
     embeddings = make_embeddings()
     fresh, messages = project_with(ResultCache(tmp_path), embeddings, method=method)
-    assert messages == [method] and fresh.score is not None
+    assert messages == [(method, False)] and fresh.score is not None
 
     def no_projection(*args, **kwargs):
         raise AssertionError("a hit must not compute the map")
 
     monkeypatch.setattr("probe_core.study.project", no_projection)
     again, messages = project_with(ResultCache(tmp_path), embeddings, method=method)
-    assert messages == [f"{method} {HIT_MESSAGE}"]
+    assert messages == [(method, True)]
     assert_identical(again, fresh)
 
 
@@ -495,7 +549,7 @@ def test_without_a_cache_every_map_is_computed(tmp_path):
     embeddings = make_embeddings()
     _, first = project_with(None, embeddings, method="pca")
     _, second = project_with(None, embeddings, method="pca")
-    assert first == second == ["pca"]
+    assert first == second == [("pca", False)]
 
 
 def test_a_damaged_map_entry_is_rebuilt(tmp_path):
@@ -505,7 +559,7 @@ def test_a_damaged_map_entry_is_rebuilt(tmp_path):
     path = cache.path_for(map_key(embeddings, method="pca", seed=0, labels=embeddings.labels))
     path.write_bytes(path.read_bytes()[:-40])
     rebuilt, messages = project_with(cache, embeddings, method="pca")
-    assert messages == ["pca"]
+    assert messages == [("pca", False)]
     assert_identical(rebuilt, fresh, ignore=("seconds",))
 
 
