@@ -25,6 +25,7 @@ from probe_core.export import read_probe
 from probe_core.onnx_runtime_path import (
     GRAPH_FOLDER,
     OrtModel,
+    build,
     graph_files,
     measure,
     quantized_operators,
@@ -154,3 +155,31 @@ def test_run_on_the_onnx_path_records_it_and_predict_takes_it(cache_dir, tmp_pat
     expected = weights.predict_proba(np.stack(embeddings["vector"]))
     columns = [f"p({name})" for name in weights.class_names]
     np.testing.assert_allclose(table[columns].to_numpy(), expected, atol=1e-5)
+
+
+class _TinyTower(torch.nn.Module):
+    """A convolution and a mean: a model small enough to export in a second."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images).mean(dim=(2, 3))
+
+
+class _TinyClip(_TinyTower):
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return torch.arange(len(texts) * 4, dtype=torch.float32).reshape(len(texts), 4)
+
+
+def test_a_text_tower_stays_reachable_and_a_model_without_one_has_none(tmp_path):
+    """Zero-shot on the onnx path: text goes through the torch model's own text tower."""
+    batch = torch.rand(3, 3, 8, 8)
+    with_text, _ = build(_TinyClip(), "test:clip", "pre", (3, 8, 8), "onnx", tmp_path)
+    torch.testing.assert_close(with_text.encode_text(["a", "b"]), _TinyClip().encode_text("ab"))
+    without, _ = build(_TinyTower(), "test:tower", "pre", (3, 8, 8), "onnx", tmp_path)
+    assert not callable(getattr(without, "encode_text", None))
+    with torch.inference_mode():
+        torch.testing.assert_close(without(batch), _TinyTower()(batch), rtol=1e-5, atol=1e-6)
