@@ -363,17 +363,20 @@ def measure(
     encoder_id: str,
     preprocess: Callable,
     batch: torch.Tensor,
+    min_cosine: float,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     paths: tuple[str, ...] = ONNX_PATHS,
     rounds: int = 3,
 ) -> list[OrtMeasurement]:
-    """Each ONNX Runtime path on ``batch``: ``checked``'s fidelity, and images per second
-    (best of ``rounds`` after a warm-up)."""
+    """Each ONNX Runtime path on ``batch``: ``checked``'s fidelity against ``min_cosine``, and
+    images per second (best of ``rounds`` after a warm-up)."""
     measurements = []
     for name in paths:
         try:
-            measurement, ort_model = checked(model, encoder_id, preprocess, batch, name, cache_dir)
+            measurement, ort_model = checked(
+                model, encoder_id, preprocess, batch, name, min_cosine, cache_dir
+            )
         except Exception as error:
             note = f"{type(error).__name__}: {error}"
             measurements.append(OrtMeasurement(name, float("nan"), float("nan"), False, note=note))

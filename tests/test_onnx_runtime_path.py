@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from probe_core.acceleration import (
+    MIN_COSINE,
     ExecutionPath,
     PrecisionError,
     calibration_batch,
@@ -105,7 +106,9 @@ def test_a_damaged_graph_is_exported_again_and_an_altered_one_refused(cache_dir)
 def test_int8_quantises_a_vits_matmuls_and_is_judged_by_min_cosine(cache_dir):
     encoder = load_encoder(VIT, device="cpu", precision="fp32")
     batch = calibration_batch(encoder.preprocess)
-    onnx_fp32, int8 = measure(encoder.model, encoder.encoder_id, encoder.preprocess, batch)
+    onnx_fp32, int8 = measure(
+        encoder.model, encoder.encoder_id, encoder.preprocess, batch, MIN_COSINE
+    )
     assert (onnx_fp32.path, int8.path) == ("onnx", "onnx-int8")
     assert onnx_fp32.faithful and onnx_fp32.min_cosine >= 0.999
     assert onnx_fp32.images_per_second > 0 and int8.images_per_second > 0
@@ -122,9 +125,8 @@ def test_int8_quantises_a_vits_matmuls_and_is_judged_by_min_cosine(cache_dir):
 def test_int8_of_a_graph_without_matmuls_says_it_changes_nothing(cache_dir):
     encoder = load_encoder("bundled:efficientnet-lite0", device="cpu", precision="fp32")
     batch = calibration_batch(encoder.preprocess, count=2)
-    [int8] = measure(
-        encoder.model, encoder.encoder_id, encoder.preprocess, batch, paths=("onnx-int8",)
-    )
+    model, name, preprocess = encoder.model, encoder.encoder_id, encoder.preprocess
+    [int8] = measure(model, name, preprocess, batch, MIN_COSINE, paths=("onnx-int8",))
     assert int8.note == "no MatMul or Gemm weights to quantise: the arithmetic of onnx"
 
 
