@@ -14,7 +14,6 @@ from probe_core.export import (
     predictions_table,
     probe_to_json,
     probe_to_safetensors,
-    probe_weights,
     read_probe_file,
 )
 from probe_core.figures import prediction_figure
@@ -44,28 +43,7 @@ def probe_to_use(current: shared.Session | None) -> ProbeWeights | None:
         return weights
     if current is None or current.result is None:
         return None  # the page explains below how to get results
-    return session_probe(current)
-
-
-def session_probe(current: shared.Session) -> ProbeWeights:
-    """The probe `probe-studio run` writes: fitted on every image at the protocol's C, with
-    the encoder, its execution path and the metrics."""
-    encoder = None if current.precomputed else shared.shared_encoder(current.settings.encoder)
-    probe = shared.study_runner(current, encoder).final_probe(current.embeddings, current.result)
-    return probe_weights(
-        current.embeddings,
-        current.result,
-        probe,
-        encoder_name=encoder_name(current),
-        execution_path=encoder.precision if encoder else "",
-        preprocess_id=encoder.preprocess_id if encoder else "",
-    )
-
-
-def encoder_name(current: shared.Session) -> str:
-    """The name ``load_encoder`` takes for the study's encoder; "" for embeddings opened from a
-    file, whose encoder the studio cannot load by its id."""
-    return "" if current.precomputed else current.settings.encoder
+    return shared.session_probe(current)
 
 
 def predict(current: shared.Session | None) -> None:
@@ -114,7 +92,7 @@ def predict(current: shared.Session | None) -> None:
 def downloads(current: shared.Session) -> None:
     st.subheader("Downloads")
     embeddings, result = current.embeddings, current.result
-    weights = session_probe(current)
+    weights = shared.session_probe(current)
     stem = current.file_stem()
     parquet = io.BytesIO()
     embeddings_table(embeddings).to_parquet(parquet, index=False)

@@ -31,8 +31,10 @@ from probe_core.encoders import (
     load_encoder,
 )
 from probe_core.evaluation.protocols import ProbeResult
+from probe_core.export import probe_weights
 from probe_core.file_names import download_stem
 from probe_core.image_lookup import ImageLookup
+from probe_core.probe import ProbeWeights
 from probe_core.projection import Projection, warm_up
 from probe_core.result_cache import ResultCache
 from probe_core.roots import DEMO_ROOT
@@ -62,6 +64,7 @@ class Session:
     pixels_decoded: bool | None = None  # None: not checked yet (see check_images)
     images: ImageLookup = field(default_factory=ImageLookup)  # for thumbnails
     name: str = ""  # short dataset name for file names ("demo", a zip's or folder's name)
+    shipped_probe: tuple[ProbeResult, ProbeWeights] | None = None  # see session_probe
 
     def file_stem(self, encoders: str | list[str] | None = None) -> str:
         """What this study's downloads are named after: the dataset and the encoder(s)."""
@@ -277,6 +280,32 @@ def this_session() -> tuple[str, Callable[[], bool] | None]:
         return session_id, None
     server = runtime.get_instance()
     return session_id, lambda: server.is_active_session(session_id)
+
+
+def encoder_name(current: Session) -> str:
+    """The name ``load_encoder`` takes for the study's encoder; "" for embeddings opened from a
+    file, whose encoder the studio cannot load by its id."""
+    return "" if current.precomputed else current.settings.encoder
+
+
+def session_probe(current: Session) -> ProbeWeights:
+    """The probe `probe-studio run` writes: fitted on every image at the protocol's C, with
+    the encoder, its execution path and the metrics. Fitted once per result (the Live page
+    asks for it on every frame)."""
+    if current.shipped_probe is not None and current.shipped_probe[0] is current.result:
+        return current.shipped_probe[1]
+    encoder = None if current.precomputed else shared_encoder(current.settings.encoder)
+    probe = study_runner(current, encoder).final_probe(current.embeddings, current.result)
+    weights = probe_weights(
+        current.embeddings,
+        current.result,
+        probe,
+        encoder_name=encoder_name(current),
+        execution_path=encoder.precision if encoder else "",
+        preprocess_id=encoder.preprocess_id if encoder else "",
+    )
+    current.shipped_probe = (current.result, weights)
+    return weights
 
 
 def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
