@@ -26,6 +26,7 @@ navigation = st.navigation(
         st.Page(
             "app_pages/predict_export.py", title="Predict & export", icon=":material/download:"
         ),
+        st.Page("app_pages/live.py", title="Live", icon=":material/videocam:"),
     ]
 )
 navigation.run()

@@ -223,6 +223,7 @@ _SHARED_CSS = """
   overflow: hidden; }
 .ps-video, .ps-dropped { width: 100%; height: 100%; object-fit: cover; display: block; }
 .ps-video { transform: scaleX(-1); }
+.ps-dropped[hidden] { display: none; }
 .ps-root:not(.ps-camera-on) .ps-video { visibility: hidden; }
 .ps-flash { position: absolute; inset: 0; pointer-events: none; box-shadow: none; }
 .ps-recording .ps-flash { box-shadow: inset 0 0 0 4px #e0312b; }

@@ -134,3 +134,31 @@ def test_a_set_downloaded_before_continues_here():
     later.run()
     assert_ok(later)
     assert values(later.error)[0].startswith("photos.zip could not be opened: ")
+
+
+def test_the_live_page_waits_for_results_then_uses_the_shipped_probe_once():
+    at = new_app()
+    at.switch_page("app_pages/live.py").run()
+    assert_ok(at)
+    assert values(at.title) == ["Live"]
+    assert values(at.info) == [
+        "No results yet: choose images on the **Data** page and press **Run probe**."
+    ]
+
+    at.switch_page("app_pages/data.py").run()
+    run_probe(at)
+    at.switch_page("app_pages/live.py").run()
+    assert_ok(at)
+    assert values(at.info) == [] and values(at.error) == []
+    (caption,) = values(at.caption)
+    assert caption.startswith(
+        "Each frame goes through **bundled:efficientnet-lite0** and the probe fitted on every"
+        " image of “Bundled demo: 144 Noto emoji in 6 categories”"
+    )
+    current = study(at)
+    weights = current.shipped_probe[1]
+    assert current.shipped_probe[0] is current.result
+    assert weights.class_names == current.result.class_names
+    assert weights.encoder_name == "bundled:efficientnet-lite0"
+    at.run()  # a frame's rerun uses the probe fitted once
+    assert study(at).shipped_probe[1] is weights

@@ -16,7 +16,7 @@ import pytest
 from playwright import sync_api
 
 from tests import test_browser
-from tests.conftest import CHROMIUM_ARGS, chromium_executable
+from tests.conftest import CHROMIUM_ARGS, chromium_executable, pattern_image
 from tests.test_browser import (
     LONG,
     SHORT,
@@ -110,7 +110,7 @@ def recorded(page, name: str) -> int:
     return card_count(page, name)
 
 
-def test_record_two_classes_from_the_fake_camera_and_run_the_probe(camera_page):
+def test_record_two_classes_run_the_probe_and_watch_the_live_bars(camera_page, tmp_path):
     page = camera_page
     open_tab(page, "Webcam")
     page.get_by_role("button", name="Turn on the camera").click()
@@ -150,6 +150,43 @@ def test_record_two_classes_from_the_fake_camera_and_run_the_probe(camera_page):
     run_probe_and_open_results(page)
     value = accuracy_metric(page).get_by_test_id("stMetricValue").inner_text()
     assert re.fullmatch(r"\d{1,3}\.\d%", value), value
+
+    # Live: the camera (granted once, in this tab) streams through the encoder and the probe
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Live").click()
+    rate = page.locator(".ps-rate")
+    page.wait_for_function(
+        "() => { const e = [...document.querySelectorAll('*')].map((x) => x.shadowRoot)"
+        ".filter(Boolean).map((r) => r.querySelector('.ps-rate')).find(Boolean);"
+        " return e && /updates a second/.test(e.textContent); }",
+        timeout=LONG,
+    )
+    assert [row.get_attribute("data-class") for row in page.locator(".ps-bar").all()] == [
+        "left",
+        "right",
+    ]
+    seen = set()
+    deadline = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < deadline:
+        values = tuple(page.locator(".ps-bar-value").all_inner_texts())
+        assert all(re.fullmatch(r"\d{1,3}\.\d%", v) for v in values), values
+        total = sum(float(v.rstrip("%")) for v in values)
+        assert abs(total - 100) < 0.2, values
+        seen.add(values)
+        time.sleep(0.3)
+    assert len(seen) >= 3, seen  # the bars follow the moving test pattern
+    assert re.fullmatch(r"\d+\.\d updates a second", rate.inner_text()), rate.inner_text()
+    assert float(rate.get_attribute("data-rate")) > 0
+    assert page.locator(".ps-timing").inner_text().startswith("On the server: ")
+    shot(page, "webcam-live")
+
+    # The same view takes a dropped (here: chosen) image
+    image = tmp_path / "mug.png"
+    pattern_image(1, 3, size=120).save(image)
+    page.locator(".ps-pick input").set_input_files(image)
+    page.get_by_text("Dropped image: mug.png").wait_for(timeout=LONG)
+    page.get_by_text("Showing the dropped image").wait_for(timeout=LONG)
+    page.get_by_role("button", name="Back to the camera").click()
+    page.get_by_text("Camera", exact=True).wait_for(timeout=LONG)
 
     outside = [
         url
