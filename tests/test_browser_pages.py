@@ -1,5 +1,5 @@
 """Every page in a real browser: nothing leaves the loopback address, and the very first load
-after the server starts lists only the five pages.
+after the server starts lists only the six pages.
 
 Run with ``python -m pytest tests/test_browser_pages.py -m browser``; the fixtures and helpers
 are those of ``tests/test_browser.py`` (Debian's Chromium, a Streamlit server with a private
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.browser
 
 st_server = test_browser.st_server
 
-PAGES = ["Data", "Results", "Compare", "Map", "Predict & export"]
+PAGES = ["Data", "Results", "Compare", "Map", "Predict & export", "Live"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOCAL_SCHEMES = {"data", "blob", "about"}  # never leave the browser
 
@@ -98,6 +98,11 @@ def test_no_page_makes_a_request_beyond_the_loopback_address(st_server, chromium
         page.wait_for_timeout(500)
         shot(page, "pages-predict")
 
+        open_sidebar_page(page, "Live")  # no camera in this browser: the button waits
+        page.get_by_role("button", name="Turn on the camera").wait_for()
+        wait_for_idle(page)
+        shot(page, "pages-live")
+
         open_sidebar_page(page, "Data")
         page.get_by_role("button", name="Run probe").wait_for()
         wait_for_idle(page)
@@ -109,7 +114,7 @@ def test_no_page_makes_a_request_beyond_the_loopback_address(st_server, chromium
     assert outside_requests(requests) == []
 
 
-def test_the_first_load_after_start_lists_only_the_five_pages(tmp_path, chromium_browser):
+def test_the_first_load_after_start_lists_only_the_six_pages(tmp_path, chromium_browser):
     """Opened the moment the server answers: the sidebar never shows helper modules, and their
     names are no routable pages (an unknown path opens the Data page)."""
     env = {**os.environ, "PROBE_STUDIO_CACHE_DIR": str(tmp_path / "cache")}
