@@ -268,9 +268,10 @@ export default function (component) {
       s.render();
       s.send();
     };
-    const start = () => {
+    const start = (byKey) => {
       if (s.recording || hold.disabled) return;
       s.recording = true;
+      s.byKey = byKey;
       s.recorded = 0;
       root.classList.add('ps-recording');
       queue();
@@ -283,15 +284,18 @@ export default function (component) {
       root.classList.remove('ps-recording');
       s.render();
     };
-    hold.addEventListener('pointerdown', (e) => { hold.setPointerCapture(e.pointerId); start(); });
+    hold.addEventListener('pointerdown', (e) => {
+      hold.setPointerCapture(e.pointerId);
+      start(false);
+    });
     hold.addEventListener('pointerup', stop);
     hold.addEventListener('pointercancel', stop);
     hold.addEventListener('lostpointercapture', stop);
     hold.addEventListener('keydown', (e) => {
-      if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) { e.preventDefault(); start(); }
+      if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) { e.preventDefault(); start(true); }
     });
     hold.addEventListener('keyup', (e) => { if (e.key === ' ' || e.key === 'Enter') stop(); });
-    hold.addEventListener('blur', stop);
+    hold.addEventListener('blur', () => { if (s.byKey) stop(); });  // a key up lost elsewhere
     shot.addEventListener('click', () => { s.recorded = 0; queue(); });
     parent.querySelector('.ps-start').addEventListener('click', () => {
       startPreview(s, parent, s.setStateValue);
