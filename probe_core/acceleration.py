@@ -8,8 +8,10 @@ plain fp32 model, then with each candidate path:
 - ``fp32+channels_last``: the same fp32 arithmetic in NHWC layout (convolution-heavy models);
 - ``fp32+folded-bn+channels_last``: batch norms folded into the convolutions before them
   (``fold_batch_norms``: one pass over the activations fewer per convolution), fp32;
-- ``int8-dynamic``: ``quantize_dynamic`` on the ``nn.Linear`` layers the image forward uses
-  (int8 weights, activations quantised per batch; Linear-heavy models such as ViTs);
+- ``int8-dynamic``: the ``nn.Linear`` layers the image forward uses with int8 weights and
+  activations quantised row by row (``RowScaledInt8Linear``: each row's scale is its own, so
+  a row's result never depends on the other rows of its batch; Linear-heavy models such as
+  ViTs);
 - ``bf16``: bfloat16 autocast, tried only on CPUs with native bf16 instructions.
 
 A candidate is faithful when every calibration image keeps a cosine of at least
@@ -25,6 +27,14 @@ among them the fastest wins once one beats plain fp32 by ``MIN_SPEEDUP``.
 
 Everything measured is kept in a ``PathChoice`` on the encoder (``encoder.path_choice``).
 On CUDA the model runs in fp16 as before; ``precision="fp32"`` always gives the plain model.
+
+The choice is a decision made once and kept (``probe_core.path_decisions``): ``select_path``
+given a store and a key reads the decision back and times nothing; only the first load with
+those settings on this machine calibrates.
+
+Every forward pass runs on a batch of exactly ``forward_rows(device)`` rows (the extraction
+core pads the last one), so that a row's vector never depends on how many images were
+batched with it.
 """
 
 from __future__ import annotations
@@ -42,7 +52,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 from torchvision import transforms
 
+from .path_decisions import CandidateMeasurement, DecisionKey, PathDecision, PathDecisions
 from .preprocessing import RGB_STEPS, step_name
+
+__all__ = ["CandidateMeasurement", "ExecutionPath", "PathChoice", "forward_rows", "select_path"]
 
 MIN_COSINE = 0.999
 EXACT_TOLERANCE = 1e-5  # max |difference| of unit-norm embeddings for fp32-arithmetic paths
@@ -52,12 +65,21 @@ CALIBRATION_SEED = 0
 TIMING_ROUNDS = 2
 MIN_LAYER_SHARE = 0.25  # of the forward's multiply-adds, for a layer kind to suggest a path
 
+# The forward pass's fixed batch shape, by device: every batch is padded to it. The CPU's is
+# the batch size that measured fastest there (embed.DEFAULT_BATCH_SIZES).
+FORWARD_ROWS = {"cuda": 256, "mps": 32, "cpu": 16}
+
 NUMERICS = ("fp32", "int8-dynamic", "bf16", "fp16")  # from exact to least exact
 # ONNX Runtime on the encoder's exported graph (probe_core.onnx_runtime_path): CPU only,
 # named paths (opt-in), each its own arithmetic and cache key.
 ONNX_NUMERICS = ("onnx", "onnx-int8")
 CHANNELS_LAST = "channels_last"
 FOLDED_BN = "folded-bn"
+
+
+def forward_rows(device: torch.device | str) -> int:
+    """How many rows every forward pass on ``device`` runs (the last batch padded to it)."""
+    return FORWARD_ROWS.get(torch.device(device).type, 16)
 
 
 class PrecisionError(ValueError):
@@ -107,18 +129,6 @@ class ExecutionPath:
 
 
 @dataclass(frozen=True)
-class CandidateMeasurement:
-    """One candidate path on the calibration batch, compared with plain fp32."""
-
-    path: str
-    min_cosine: float  # over the calibration images, of unit-norm embeddings
-    max_abs_diff: float  # largest |difference| of one unit-norm embedding coordinate
-    faithful: bool
-    speedup: float | None = None  # fp32 seconds / this path's seconds; None: not timed
-    note: str = ""  # why it was rejected or skipped
-
-
-@dataclass(frozen=True)
 class PathChoice:
     """The execution path an encoder uses, and why."""
 
@@ -126,11 +136,37 @@ class PathChoice:
     reason: str
     measurements: tuple[CandidateMeasurement, ...] = ()
     fp32_images_per_second: float | None = None
-    seconds: float = 0.0  # what choosing cost at load time
+    seconds: float = 0.0  # what choosing cost at load time (0 when read back from the store)
+    calibrated: bool = False  # candidates were timed in this process
+    decided_at: str = ""  # when the kept decision was made (ISO 8601 UTC); "": not kept
+    location: str = ""  # the decision's file in the store ("": none, or in memory only)
 
     @property
     def precision(self) -> str:
         return self.path.name
+
+    def describe(self) -> str:
+        """One line for people: the path and when it was decided, e.g. ``fp32+folded-bn+
+        channels_last, decided 2026-12-03T05:40:12+00:00 (calibrated now, 4.1 s)``."""
+        if not self.decided_at:
+            return f"{self.path.name} ({self.reason})"
+        how = (
+            f"calibrated in this process, {self.seconds:.1f} s"
+            if self.calibrated
+            else "stored decision, no calibration"
+        )
+        return f"{self.path.name}, decided {self.decided_at} ({how})"
+
+    def record(self) -> dict:
+        """What ``metrics.json`` keeps of the path: its name, the decision and its cost."""
+        return {
+            "name": self.path.name,
+            "reason": self.reason,
+            "decided_at": self.decided_at,
+            "calibrated_in_this_process": self.calibrated,
+            "calibration_seconds": round(self.seconds, 3),
+            "decision_file": self.location,
+        }
 
 
 @dataclass(frozen=True)
@@ -354,12 +390,52 @@ def prepare(
     if path.folded_bn:
         model = fold_batch_norms(model, folds or [])
     if path.numerics == "int8-dynamic":
-        from torch.ao.quantization import quantize_dynamic
-
-        with _quiet_quantization():
-            model = quantize_dynamic(model, set(linear_names), dtype=torch.qint8)
+        model = copy.deepcopy(model)
+        modules = dict(model.named_modules())
+        for name in sorted(linear_names):
+            parent_name, _, child = name.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            setattr(parent, child, RowScaledInt8Linear(modules[name]))
     _set_layout(model, path.channels_last)
     return model
+
+
+class RowScaledInt8Linear(nn.Module):
+    """An ``nn.Linear`` with int8 weights whose input is quantised row by row.
+
+    torch's dynamic quantisation picks one activation scale for the whole input tensor, so a
+    row's result would depend on the other rows of its batch. Here every row (one token of one
+    image) is first divided by its own largest magnitude, and two fixed rows of +1 and -1 join
+    the input, so the quantiser always sees the range [-1, 1]: its parameters never change,
+    the int8 product is exact integer arithmetic, and each row is scaled back by its own
+    factor. A row's output depends on that row alone.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        from torch.ao.quantization import quantize_dynamic
+
+        bare = nn.Linear(linear.in_features, linear.out_features, bias=False)
+        bare.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+        with _quiet_quantization():
+            self.inner = quantize_dynamic(nn.Sequential(bare), {nn.Linear}, dtype=torch.qint8)[0]
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.register_buffer("bias", bias)
+        bounds = torch.ones(2, linear.in_features)
+        bounds[1] = -1.0
+        self.register_buffer("bounds", bounds)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        scale = rows.abs().amax(dim=1, keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        with _quiet_quantization():
+            product = self.inner(torch.cat([rows / scale, self.bounds]))[:-2]
+        out = product * scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 def bf16_is_native() -> bool:
@@ -427,22 +503,8 @@ class _Trial:
         return output
 
 
-# Paths chosen earlier in this process, by encoder: a later load re-checks fidelity only,
-# so that one process never switches path (and cache key) between loads.
-_CHOSEN: dict[tuple, ExecutionPath] = {}
-
-
-def forget_chosen_paths() -> None:
-    """Forget the paths chosen earlier in this process (the next load measures again)."""
-    _CHOSEN.clear()
-
-
 def calibrate(
-    model: nn.Module,
-    preprocess: Callable,
-    device: torch.device,
-    *,
-    remember_as: tuple | None = None,
+    model: nn.Module, preprocess: Callable, device: torch.device
 ) -> tuple[nn.Module, PathChoice]:
     """Measure the candidate paths on the calibration batch; the model to use and the choice.
 
@@ -452,40 +514,36 @@ def calibrate(
     """
     started = time.perf_counter()
     fp32 = ExecutionPath()
-    remembered = _CHOSEN.get(remember_as) if remember_as is not None else None
-    if remembered == fp32:
-        return model, PathChoice(fp32, "fp32, as chosen earlier in this process")
     batch = calibration_batch(preprocess).to(device)
     warm_up, timed = batch[: len(batch) // 2], batch[len(batch) // 2 :]
     with torch.inference_mode():
         plain = _Trial(fp32, model, CandidateMeasurement(fp32.name, 1.0, 0.0, True))
         warm_up_output, profile = _layer_profile(model, warm_up)
-        if profile.conv_heavy or (remembered is not None and remembered.folded_bn):
+        if profile.conv_heavy:
             folds = tuple(foldable_batch_norms(model, warm_up[:1]))
             profile = replace(profile, batch_norm_folds=folds)
         reference = torch.cat([warm_up_output, plain.timed_run(timed)])
-        candidates = [remembered] if remembered else candidate_paths(profile, device)
+        candidates = candidate_paths(profile, device)
         trials = [_try(model, path, profile, warm_up, timed, reference) for path in candidates]
         faithful = [trial for trial in trials if trial.measurement.faithful]
         # One timed run can be off by a lot on a busy machine: only hopeless paths stop here.
         contenders = [trial for trial in faithful if trial.seconds < 2 * plain.seconds]
-        for _ in range(TIMING_ROUNDS - 1 if contenders and not remembered else 0):
+        for _ in range(TIMING_ROUNDS - 1 if contenders else 0):
             for trial in [plain, *contenders]:
                 trial.timed_run(timed)
         for trial in faithful:
             speedup = plain.seconds / trial.seconds
             trial.measurement = replace(trial.measurement, speedup=speedup)
     _set_layout(model, False)
-    chosen = _pick(faithful, remembered)
-    if remember_as is not None:
-        _CHOSEN[remember_as] = chosen.path if chosen else fp32
+    chosen = _pick(faithful)
     measurements = tuple(trial.measurement for trial in trials)
     choice = PathChoice(
         path=chosen.path if chosen else fp32,
-        reason=_reason(chosen, measurements, remembered),
+        reason=_reason(chosen, measurements),
         measurements=measurements,
         fp32_images_per_second=len(timed) / plain.seconds,
         seconds=time.perf_counter() - started,
+        calibrated=True,
     )
     if chosen is None:
         return model, choice
@@ -517,12 +575,10 @@ def _try(
     return trial
 
 
-def _pick(faithful: list[_Trial], remembered: ExecutionPath | None) -> _Trial | None:
+def _pick(faithful: list[_Trial]) -> _Trial | None:
     """From exact to less exact, each path must beat the one chosen so far by MIN_SPEEDUP;
-    among fp32-arithmetic paths (the same embeddings within EXACT_TOLERANCE, one cache key)
-    the faster wins once one has beaten plain fp32 so."""
-    if remembered is not None:
-        return faithful[0] if faithful else None
+    among fp32-arithmetic paths (the same embeddings within EXACT_TOLERANCE) the faster wins
+    once one has beaten plain fp32 so."""
     chosen, chosen_speed = None, 1.0
     for trial in faithful:  # candidate_paths lists them from most to least exact
         speed = trial.measurement.speedup or 0.0
@@ -533,11 +589,7 @@ def _pick(faithful: list[_Trial], remembered: ExecutionPath | None) -> _Trial | 
     return chosen
 
 
-def _reason(
-    chosen: _Trial | None,
-    measurements: tuple[CandidateMeasurement, ...],
-    remembered: ExecutionPath | None,
-) -> str:
+def _reason(chosen: _Trial | None, measurements: tuple[CandidateMeasurement, ...]) -> str:
     def describe(m: CandidateMeasurement) -> str:
         if m.note:
             return f"{m.path}: {m.note}"
@@ -545,9 +597,6 @@ def _reason(
         return f"{m.path}: {speed}min cosine {m.min_cosine:.5f}"
 
     details = "; ".join(describe(m) for m in measurements)
-    if remembered is not None:
-        verdict = "faithful again" if chosen else "no longer faithful, so fp32"
-        return f"chosen earlier in this process, {verdict} ({details})"
     if not measurements:
         return "no faster path applies to this model on this device"
     if chosen is None:
@@ -555,33 +604,16 @@ def _reason(
     return f"{chosen.path.name}: the fastest faithful path on the calibration batch ({details})"
 
 
-def select_path(
+def _prepare_named(
     model: nn.Module,
     preprocess: Callable,
     device: torch.device,
-    precision: str = "auto",
-    *,
-    remember_as: tuple | None = None,
+    path: ExecutionPath,
     encoder_id: str = "",
-) -> tuple[nn.Module, PathChoice]:
-    """The model ready to run and its path: calibrated (``auto`` on the CPU), fp16 (``auto``
-    on CUDA), plain fp32 (``fp32``, weight-free models, other devices) or a named path
-    (``onnx``/``onnx-int8``: the graph of ``encoder_id`` in onnxruntime)."""
-    path = None if precision == "auto" else ExecutionPath.parse(precision)
-    if getattr(model, "keeps_float32", False):
-        return model, PathChoice(ExecutionPath(), "weight-free features always run in fp32")
-    if path is None:
-        if device.type == "cuda":
-            return model.half(), PathChoice(ExecutionPath("fp16"), "fp16 on CUDA")
-        if device.type != "cpu":
-            return model, PathChoice(ExecutionPath(), f"fp32 on {device.type}")
-        return calibrate(model, preprocess, device, remember_as=remember_as)
+) -> nn.Module:
+    """``model`` ready for a path that is not measured here (requested, or decided before)."""
     if path.numerics in ONNX_NUMERICS:
-        return onnx_runtime(model, preprocess, device, path, encoder_id)
-    if path.numerics == "int8-dynamic" and device.type != "cpu":
-        raise PrecisionError("int8-dynamic runs on the CPU only")
-    if path.numerics == "fp16" and device.type == "cpu":
-        raise PrecisionError("fp16 runs on CUDA or MPS only; on the CPU use auto or bf16")
+        return onnx_runtime(model, preprocess, device, path, encoder_id)[0]
     if path.numerics == "fp16":
         model = model.half()
     linear_names: frozenset[str] = frozenset()
@@ -592,8 +624,86 @@ def select_path(
             _, profile = _layer_profile(model, one)
         linear_names = profile.linear_names
         folds = foldable_batch_norms(model, one) if path.folded_bn else []
+    return prepare(model, path, linear_names, folds)
+
+
+def _decided(
+    model: nn.Module,
+    preprocess: Callable,
+    device: torch.device,
+    decisions: PathDecisions,
+    key: DecisionKey,
+    encoder_id: str = "",
+) -> tuple[nn.Module, PathChoice]:
+    """The path kept in ``decisions`` for ``key``, or (first time) calibrated and kept."""
+    calibrated: list[tuple[nn.Module, PathChoice]] = []
+
+    def measure() -> PathDecision:
+        model_and_choice = calibrate(model, preprocess, device)
+        calibrated.append(model_and_choice)
+        choice = model_and_choice[1]
+        return PathDecision(
+            key,
+            choice.path.name,
+            choice.reason,
+            choice.measurements,
+            choice.fp32_images_per_second,
+            choice.seconds,
+        )
+
+    decision = decisions.decide(key, measure)
+    path = ExecutionPath.parse(decision.path)
+    if calibrated and calibrated[0][1].path == path:  # measured here: the model is ready
+        ready, choice = calibrated[0]
+        seconds = choice.seconds
+    else:  # read back (or another process's decision won the race): nothing timed here
+        ready, seconds = _prepare_named(model, preprocess, device, path, encoder_id), 0.0
+    return ready, PathChoice(
+        path,
+        decision.reason,
+        decision.measurements,
+        decision.fp32_images_per_second,
+        seconds=seconds,
+        calibrated=bool(calibrated),
+        decided_at=decision.decided_at,
+        location=decision.location,
+    )
+
+
+def select_path(
+    model: nn.Module,
+    preprocess: Callable,
+    device: torch.device,
+    precision: str = "auto",
+    *,
+    decisions: PathDecisions | None = None,
+    key: DecisionKey | None = None,
+    encoder_id: str = "",
+) -> tuple[nn.Module, PathChoice]:
+    """The model ready to run and its path: decided (``auto`` on the CPU: read from
+    ``decisions`` for ``key``, or calibrated once and kept there; calibrated every time when
+    no store is given), fp16 (``auto`` on CUDA), plain fp32 (``fp32``, weight-free models,
+    other devices) or a named path (``onnx``/``onnx-int8``: the graph of ``encoder_id`` in
+    onnxruntime)."""
+    path = None if precision == "auto" else ExecutionPath.parse(precision)
+    if getattr(model, "keeps_float32", False):
+        return model, PathChoice(ExecutionPath(), "weight-free features always run in fp32")
+    if path is None:
+        if device.type == "cuda":
+            return model.half(), PathChoice(ExecutionPath("fp16"), "fp16 on CUDA")
+        if device.type != "cpu":
+            return model, PathChoice(ExecutionPath(), f"fp32 on {device.type}")
+        if decisions is None or key is None:
+            return calibrate(model, preprocess, device)
+        return _decided(model, preprocess, device, decisions, key, encoder_id)
+    if path.numerics in ONNX_NUMERICS:
+        return onnx_runtime(model, preprocess, device, path, encoder_id)
+    if path.numerics == "int8-dynamic" and device.type != "cpu":
+        raise PrecisionError("int8-dynamic runs on the CPU only")
+    if path.numerics == "fp16" and device.type == "cpu":
+        raise PrecisionError("fp16 runs on CUDA or MPS only; on the CPU use auto or bf16")
     reason = "fp32 requested: the exact model" if path == ExecutionPath() else "requested"
-    return prepare(model, path, linear_names, folds), PathChoice(path, reason)
+    return _prepare_named(model, preprocess, device, path), PathChoice(path, reason)
 
 
 def onnx_runtime(

@@ -26,6 +26,11 @@ CACHE_DIR_ENV = "PROBE_STUDIO_CACHE_DIR"
 FORMAT_VERSION = 1
 MAX_SHARDS = 16  # more than this in one namespace are merged into one
 STALE_TEMP_SECONDS = 3600
+NAMESPACE_CHARS = 32  # hex digits of a namespace folder's name
+
+
+def _is_hex(name: str) -> bool:
+    return all(c in "0123456789abcdef" for c in name)
 
 
 def default_cache_dir() -> Path:
@@ -61,7 +66,14 @@ class EmbeddingCache:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
 
     def _namespace(self, key: str) -> Path:
-        return self.directory / hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.directory / hashlib.sha256(key.encode()).hexdigest()[:NAMESPACE_CHARS]
+
+    def _namespaces(self) -> list[Path]:
+        return [
+            path
+            for path in self.directory.glob("*")
+            if path.is_dir() and len(path.name) == NAMESPACE_CHARS and _is_hex(path.name)
+        ]
 
     def _shards(self, key: str) -> list[Path]:
         folder = self._namespace(key)
@@ -186,10 +198,9 @@ class EmbeddingCache:
                 pass
 
     def clear(self, key: str | None = None) -> None:
-        """Remove one namespace's shards, or every namespace's."""
-        folders = (
-            [self._namespace(key)] if key else [p for p in self.directory.glob("*") if p.is_dir()]
-        )
+        """Remove one namespace's shards, or every namespace's (other folders beside them,
+        such as the execution-path decisions, stay)."""
+        folders = [self._namespace(key)] if key else self._namespaces()
         for folder in folders:
             for path in folder.glob("*"):
                 path.unlink(missing_ok=True)

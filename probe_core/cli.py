@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .acceleration import ExecutionPath, PathChoice, PrecisionError
 from .allocator import keep_freed_memory_for_reuse
 from .cache import EmbeddingCache
 from .dataset import ArchiveError, scan_unlabelled
@@ -65,11 +66,32 @@ from .export import (
     write_run,
 )
 from .onnx_export import DEFAULT_CHECK_IMAGES, OnnxExportError, export_run
+from .path_decisions import PathDecisions
 from .predict import ProbeMismatchError, encoder_for, predict_items, predictions_table
 from .probe import ProbeError
 from .result_cache import RESULTS_FOLDER, ResultCache
 from .study import ComparisonOutcome, Study, StudyOutcome, StudyProgress, StudySettings
 from .wording import plural
+
+PRECISION_HELP = (
+    "auto (default): on the CPU the fastest path faithful to fp32 (channels_last, folded batch"
+    " norms, int8, bf16; cosine >= 0.999), measured once per machine, encoder and settings and"
+    " kept beside the embedding cache (execution-paths/), so every later run takes the same"
+    " path without timing anything; reduced-size JPEG decoding; fp16 on CUDA. fp32: the exact"
+    " fp32 model and full-size decoding. A path name (e.g. fp32+channels_last, int8-dynamic)"
+    " forces that path; onnx, onnx-int8: the encoder's exported graph in ONNX Runtime on the"
+    " CPU (the [onnx] extra; exported once, checked at cosine >= 0.999)"
+)
+
+
+def _precision(value: str) -> str:
+    """``auto`` or an execution path's name (``ExecutionPath.parse`` says what is wrong)."""
+    if value != "auto":
+        try:
+            ExecutionPath.parse(value)
+        except PrecisionError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,14 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--projection", choices=("umap", "pca", "none"), default="umap")
     run.add_argument(
         "--precision",
-        choices=("auto", "fp32", "onnx", "onnx-int8"),
+        type=_precision,
         default="auto",
-        help="auto (default): on the CPU the fastest path measured faithful to fp32 at load"
-        " (channels_last, folded batch norms, int8, bf16; cosine >= 0.999) and reduced-size"
-        " JPEG decoding; fp16 on"
-        " CUDA. fp32: the exact fp32 model and full-size decoding. onnx, onnx-int8: the"
-        " encoder's exported graph in ONNX Runtime on the CPU (the [onnx] extra; exported"
-        " once, checked at cosine >= 0.999)",
+        metavar="{auto,fp32,onnx,onnx-int8,PATH}",
+        help=PRECISION_HELP,
     )
     _add_study_options(run)
     compare = commands.add_parser(
@@ -256,11 +274,10 @@ def _add_embed_command(commands: argparse._SubParsersAction) -> None:
     )
     embed.add_argument(
         "--precision",
-        choices=("auto", "fp32", "onnx", "onnx-int8"),
+        type=_precision,
         default="auto",
-        help="auto (default): the fastest execution path measured faithful to fp32 (on Ray:"
-        " measured once, every replica takes it); fp32: the exact model, full-size decoding;"
-        " onnx, onnx-int8: the encoder's graph in ONNX Runtime on the CPU",
+        metavar="{auto,fp32,onnx,onnx-int8,PATH}",
+        help=PRECISION_HELP + " (on Ray every replica takes the path decided here)",
     )
     _add_pipeline_options(embed)
     embed.add_argument(
@@ -366,14 +383,16 @@ def _add_study_options(command: argparse.ArgumentParser) -> None:
 def _study(args: argparse.Namespace, settings: StudySettings, progress: _ProgressPrinter) -> Study:
     """A study with both caches: embeddings in --cache-dir, probe results in its results/
     subfolder (the user's cache folder by default); neither with --no-cache."""
+    decisions = PathDecisions.beside(args.cache_dir)
     if args.no_cache:
-        return Study(settings, progress=progress)
+        return Study(settings, progress=progress, decisions=decisions)
     results = Path(args.cache_dir) / RESULTS_FOLDER if args.cache_dir else None
     return Study(
         settings,
         cache=EmbeddingCache(args.cache_dir),
         result_cache=ResultCache(results),
         progress=progress,
+        decisions=decisions,
     )
 
 
@@ -499,6 +518,7 @@ def _run(args: argparse.Namespace) -> int:
         f"encoder {encoder.encoder_id} ({encoder.dim}-d) on {encoder.device},"
         f" precision {encoder.precision}"
     )
+    _print_path(encoder.path_choice)
     # asdict first: the device actually used replaces the requested "auto".
     recorded = asdict(settings) | {
         "source": str(args.folder),
@@ -506,6 +526,7 @@ def _run(args: argparse.Namespace) -> int:
         "device_requested": settings.device,
         "precision": encoder.precision,
         "precision_requested": settings.precision,
+        "execution_path": encoder.path_choice.record() if encoder.path_choice else None,
     }
 
     def on_result(outcome: StudyOutcome) -> None:
@@ -532,6 +553,12 @@ def _run(args: argparse.Namespace) -> int:
         write_map(args.out, outcome.embeddings, outcome.result, outcome.projection)
     print(f"results written to {Path(args.out).resolve()}")
     return 0
+
+
+def _print_path(choice: PathChoice | None) -> None:
+    """Which execution path runs, and when it was decided (or why it was not measured)."""
+    if choice is not None:
+        print(f"execution path {choice.describe()}")
 
 
 def _write_probe(out: str, study: Study, outcome: StudyOutcome, **details) -> None:
@@ -606,8 +633,10 @@ def _embed(args: argparse.Namespace) -> int:
         cache=None if args.no_cache else EmbeddingCache(args.cache_dir),
         previous_output=out / "embeddings.parquet",
         progress=lambda done, total, rate: progress(StudyProgress("embed", done, total, rate)),
+        decisions=PathDecisions.beside(args.cache_dir),
     )
     progress.close()
+    _print_path(outcome.path_choice)
     embeddings = outcome.embeddings
     print(
         f"embedded {plural(embeddings.n_computed, 'image')}, {embeddings.n_from_cache} from"

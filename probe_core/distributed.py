@@ -9,11 +9,19 @@
   ``SplitPreprocess``), and an actor pool of encoder replicas scales, normalises and embeds
   them (one actor per GPU when the cluster has GPUs, CPU actors otherwise).
 
-Both engines use the embedding cache alike: the sha256 of every file comes first, cached
-vectors (keys: ``encoder.cache_key`` + digest) are looked up before anything is embedded, and
-only new images are embedded, each distinct file once. A bad file is skipped with the same
-reason as locally: the decode step catches errors per row and carries the reason in the batch,
-so one bad file never fails a block. Ray is optional: ``pip install "probe-studio[ray]"``.
+Both engines go through the one extraction core (``probe_core.extraction``): the sha256 of
+every file comes first, cached vectors (keys: ``encoder.cache_key`` + digest) are looked up
+before anything is embedded, only new images are embedded, each distinct file once, and the
+actors run ``forward_batch``, the local engine's forward pass: the same fixed batch shape,
+so the same bits, whatever the batch size or the number of actors. A bad file is skipped
+with the same reason as locally (``extraction.reason_for``): the decode step catches errors
+per row and carries the reason in the batch, so one bad file never fails a block.
+
+The execution path is the one decided for this machine (``probe_core.path_decisions``): on
+a cluster that is this machine the driver reads (or, the first time, makes) the decision
+itself, as ``run`` and ``embed --engine local`` do; on another cluster one task on it
+decides. Every actor then loads that path by name and times nothing.
+Ray is optional: ``pip install "probe-studio[ray]"``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import contextlib
 import errno
 import functools
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,19 +43,17 @@ import torch
 from PIL import Image
 from pyarrow import fs as pafs
 
+from .acceleration import PathChoice
 from .cache import EmbeddingCache, content_digest
 from .dataset import ImageDataset, ImageItem, ImageSource, SkippedItem, _build, _is_hidden, scan
-from .embed import (
-    CACHE_FLUSH_EVERY,
-    ProgressCallback,
-    default_batch_size,
-    local_folder,
-)
+from .embed import ProgressCallback, default_batch_size
 from .embed import extract_embeddings as local_extract_embeddings
 from .embeddings import Embeddings
 from .embeddings_io import CACHE_KEY_KEY, embeddings_metadata, parquet_metadata, write_parquet
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from .images import ImageLoadError, load_image
+from .extraction import OnBatch, cached_embeddings, forward_batch, reason_for
+from .images import load_image
+from .path_decisions import PathDecisions
 from .preprocessing import SplitPreprocess
 
 ENGINES = ("local", "ray")
@@ -183,7 +188,7 @@ def plan_actors(resources: Mapping[str, float], actors: int | None = None) -> Ac
 @dataclass(frozen=True)
 class ReplicaIdentity:
     """What the driver needs of an encoder as the replicas load it: its cache key (the device
-    and the execution path chosen there are part of it) and how images are decoded for it."""
+    and the execution path decided for it are part of it) and how images are decoded for it."""
 
     name: str
     encoder_id: str
@@ -191,14 +196,14 @@ class ReplicaIdentity:
     dim: int
     preprocess: Callable[[Image.Image], torch.Tensor]
     draft_side: int | None  # JPEG draft decoding, as the local pipeline does for this encoder
-    precision: str  # what every replica loads with: the execution path chosen here
+    precision: str  # the execution path every replica loads by name (decided once)
+    fast_decoding: bool = True  # the encoder's JPEG decoding, as loaded with the request
+    path_choice: PathChoice | None = None  # the decision, for the CLI and metrics
 
     @classmethod
-    def of(cls, encoder: Encoder, requested: str = "auto") -> ReplicaIdentity:
-        # The replicas take the path chosen here, so that timing noise on another node cannot
-        # change their arithmetic. Plain fp32 chosen under "auto" stays "auto": naming "fp32"
-        # would also turn fast JPEG decoding off (every fp32-arithmetic path shares the key).
-        path = encoder.path.name
+    def of(cls, encoder: Encoder) -> ReplicaIdentity:
+        # The replicas take the path decided here by name, so that no replica measures or
+        # decides anything itself.
         return cls(
             encoder.name,
             encoder.encoder_id,
@@ -206,20 +211,42 @@ class ReplicaIdentity:
             encoder.dim,
             encoder.preprocess,
             encoder.draft_side,
-            precision="auto" if requested == "auto" and path == "fp32" else path,
+            precision=encoder.path.name,
+            fast_decoding=encoder.fast_decoding,
+            path_choice=encoder.path_choice,
         )
 
 
-def _load_identity(encoder_name: str, device: str, precision: str) -> ReplicaIdentity:
-    encoder = load_encoder(encoder_name, device=device, precision=precision)
-    return ReplicaIdentity.of(encoder, precision)
+def _load_identity(
+    encoder_name: str, device: str, precision: str, decisions: PathDecisions | None = None
+) -> ReplicaIdentity:
+    encoder = load_encoder(encoder_name, device=device, precision=precision, decisions=decisions)
+    return ReplicaIdentity.of(encoder)
+
+
+def _cluster_is_this_machine(ray: ModuleType) -> bool:
+    """Whether every live node of the cluster is this machine (a local cluster)."""
+    try:
+        here = ray.util.get_node_ip_address()
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+    except Exception:
+        return False
+    return bool(nodes) and all(node.get("NodeManagerAddress") == here for node in nodes)
 
 
 def replica_identity(
-    ray: ModuleType, encoder_name: str, plan: ActorPlan, precision: str = "auto"
+    ray: ModuleType,
+    encoder_name: str,
+    plan: ActorPlan,
+    precision: str = "auto",
+    decisions: PathDecisions | None = None,
 ) -> ReplicaIdentity:
-    """Load the encoder once on the cluster, with an actor's resources, and describe it: this
-    process needs neither the model nor the device."""
+    """Load the encoder once and describe it. CPU actors on this machine: here, with the
+    path decided for this machine in ``decisions`` (the one ``run`` uses); otherwise on the
+    cluster, with an actor's resources (and its node's store), so that this process needs
+    neither the model nor the device."""
+    if plan.device == "cpu" and _cluster_is_this_machine(ray):
+        return _load_identity(encoder_name, "cpu", precision, decisions)
     task = ray.remote(_load_identity).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
     return ray.get(task.remote(encoder_name, plan.device, precision))
 
@@ -282,7 +309,7 @@ def _read_in_task(batch: dict[str, np.ndarray], items: dict[int, ImageItem]) -> 
             errors.append("")
         except OSError as error:
             data.append(b"")
-            errors.append(f"cannot be read: {error.strerror or error}")
+            errors.append(reason_for(error))
     return {
         "position": batch["position"],
         "bytes": np.array(data, dtype=object),
@@ -371,12 +398,8 @@ def decode_and_preprocess(
             array = split.pixels(image)
         else:
             array = np.asarray(identity.preprocess(image), dtype=np.float32)
-    except ImageLoadError as error:
-        return None, str(error)
-    except OSError as error:
-        return None, f"cannot be read: {error.strerror or error}"
     except Exception as error:
-        return None, f"could not be processed: {type(error).__name__}: {error}"
+        return None, reason_for(error)
     if array.shape != shape:
         return None, f"could not be processed: preprocessing gave {array.shape}, not {shape}"
     return array, ""
@@ -406,20 +429,28 @@ def _decode_batch(
 
 
 class EmbedActor:
-    """One encoder replica: loaded once per actor, then embeds batch after batch."""
+    """One encoder replica: loaded once per actor with the path decided for the run, then
+    embeds batch after batch with the local engine's forward pass (``forward_batch``)."""
 
     def __init__(
-        self, encoder_name: str, device: str, precision: str, cache_key: str, threads: int = 0
+        self,
+        encoder_name: str,
+        device: str,
+        precision: str,
+        cache_key: str,
+        threads: int = 0,
+        fast_decoding: bool = True,
     ):
         if threads:
             torch.set_num_threads(threads)
         self.encoder = load_encoder(encoder_name, device=device, precision=precision)
+        self.encoder.fast_decoding = fast_decoding
         self.encoder.model.eval()
         self.split = self.encoder.split_preprocess
-        if self.encoder.cache_key != cache_key:  # e.g. a node that chose another execution path
+        if self.encoder.cache_key != cache_key:  # e.g. a node with another device
             raise RuntimeError(
                 f"this encoder replica has cache key {self.encoder.cache_key!r},"
-                f" the first one had {cache_key!r}: the nodes differ"
+                f" the driver's is {cache_key!r}: the nodes differ"
             )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
@@ -433,9 +464,7 @@ class EmbedActor:
                     tensors = self.split.batch(inputs, encoder.device, encoder.path.channels_last)
                 else:
                     tensors = torch.from_numpy(inputs)
-                features = self.encoder.encode(tensors)
-                features = features / features.norm(dim=-1, keepdim=True)
-            vectors[usable] = features.cpu().numpy()
+                vectors[usable] = forward_batch(self.encoder, tensors)
         return {"position": batch["position"], "vector": vectors, "reason": batch["reason"]}
 
 
@@ -452,7 +481,7 @@ def _embed_on_actors(
     identity: ReplicaIdentity,
     plan: ActorPlan,
     batch_size: int,
-    on_batch: Callable[[list[int], np.ndarray], None],
+    on_batch: OnBatch,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Embed items on the actor pool: (vectors by item index, failure reason by item index)."""
     embedded = (
@@ -472,6 +501,7 @@ def _embed_on_actors(
                 "precision": identity.precision,
                 "cache_key": identity.cache_key,
                 "threads": 0 if plan.num_gpus else int(plan.num_cpus),
+                "fast_decoding": identity.fast_decoding,
             },
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             num_cpus=plan.num_cpus,
@@ -509,69 +539,22 @@ def ray_extract_embeddings(
     gives their cache key and preprocessing. ``plan`` defaults to ``plan_actors``.
     """
     ray = require_ray()
-    started = time.perf_counter()
     plan = plan or plan_actors(ray.cluster_resources())
     identity = identity or replica_identity(ray, encoder_name, plan)
-    key = identity.cache_key
     if batch_size is None:
         batch_size = default_batch_size(torch.device(plan.device))
-    items = dataset.items
-    digests = _ray_digests(ray, items) if items else []
-    failures: dict[int, str] = {i: d for i, d in enumerate(digests) if isinstance(d, str)}
-    readable = [i for i in range(len(items)) if i not in failures]
 
-    cached = cache.lookup(key, [digests[i] for i in readable]) if cache else {}
-    by_digest: dict[bytes, np.ndarray] = dict(cached)
-    todo: dict[bytes, int] = {}  # identical files are embedded once
-    for i in readable:
-        if digests[i] not in by_digest:
-            todo.setdefault(digests[i], i)
-    todo_digests = list(todo)
-    pending: list[tuple[bytes, np.ndarray]] = []
+    def embed(items: list[ImageItem], on_batch: OnBatch):
+        return _embed_on_actors(ray, items, identity, plan, batch_size, on_batch)
 
-    def flush() -> None:
-        if cache is not None and pending:
-            cache.store(key, [d for d, _ in pending], np.stack([r for _, r in pending]))
-            pending.clear()
-
-    def remember(indices: list[int], rows: np.ndarray) -> None:
-        pending.extend((todo_digests[i], row) for i, row in zip(indices, rows, strict=True))
-        if len(pending) >= CACHE_FLUSH_EVERY:
-            flush()
-
-    new_vectors, new_failures = {}, {}
-    if todo:
-        new_vectors, new_failures = _embed_on_actors(
-            ray, [items[i] for i in todo.values()], identity, plan, batch_size, remember
-        )
-    flush()
-    for position, vector in new_vectors.items():
-        by_digest[todo_digests[position]] = vector
-    failed = {todo_digests[position]: reason for position, reason in new_failures.items()}
-    failures.update({i: failed[digests[i]] for i in readable if digests[i] in failed})
-
-    kept = [i for i in range(len(items)) if i not in failures]
-    vectors = (
-        np.stack([by_digest[digests[i]] for i in kept]).astype(np.float32, copy=False)
-        if kept
-        else np.zeros((0, identity.dim), dtype=np.float32)
-    )
-    return Embeddings(
-        vectors=vectors,
-        labels=np.array([items[i].label for i in kept], dtype=np.int64),
-        paths=[items[i].path for i in kept],
-        class_names=list(dataset.class_names),
+    return cached_embeddings(
+        dataset,
         encoder_id=identity.encoder_id,
-        skipped=[
-            *dataset.skipped,
-            *(SkippedItem(items[i].path, failures[i]) for i in sorted(failures)),
-        ],
-        n_computed=len(new_vectors),
-        n_from_cache=sum(1 for i in kept if digests[i] in cached),
-        seconds=time.perf_counter() - started,
-        sha256=[digests[i].hex() for i in kept],
-        splits=[items[i].split for i in kept],
-        image_root=local_folder(dataset.root),
+        cache_key=identity.cache_key,
+        dim=identity.dim,
+        embed=embed,
+        digests=lambda items: _ray_digests(ray, items),
+        cache=cache,
     )
 
 
@@ -599,6 +582,7 @@ class EmbedOutcome:
     embeddings: Embeddings
     cache_key: str
     ran_on: str  # "cpu", "cuda", or "Ray: 2 CPU encoder actors"
+    path_choice: PathChoice | None = None  # the execution path that ran, and its decision
 
 
 class PreviousOutputCache(EmbeddingCache):
@@ -649,9 +633,11 @@ def embed_dataset(
     cache: EmbeddingCache | None = None,
     previous_output: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    decisions: PathDecisions | None = None,
 ) -> EmbedOutcome:
     """Embed with the settings' engine. With a cache, the vectors of ``previous_output`` (an
-    earlier ``embeddings.parquet`` of the same encoder) are reused as well."""
+    earlier ``embeddings.parquet`` of the same encoder) are reused as well. ``decisions``:
+    where the execution path is decided and kept (default: ``PathDecisions.default()``)."""
     settings = settings or EmbedSettings()
     if settings.engine not in ENGINES:
         raise ValueError(f"unknown engine {settings.engine!r}; expected one of {ENGINES}")
@@ -664,7 +650,10 @@ def embed_dataset(
 
     if settings.engine == "local":
         encoder = load_encoder(
-            settings.encoder, device=settings.device, precision=settings.precision
+            settings.encoder,
+            device=settings.device,
+            precision=settings.precision,
+            decisions=decisions,
         )
         embeddings = local_extract_embeddings(
             dataset,
@@ -674,10 +663,10 @@ def embed_dataset(
             cache=with_previous(encoder.cache_key),
             progress=progress,
         )
-        return EmbedOutcome(embeddings, encoder.cache_key, str(encoder.device))
+        return EmbedOutcome(embeddings, encoder.cache_key, str(encoder.device), encoder.path_choice)
     with ray_session(settings.address) as ray:
         plan = plan_actors(ray.cluster_resources(), settings.actors)
-        identity = replica_identity(ray, settings.encoder, plan, settings.precision)
+        identity = replica_identity(ray, settings.encoder, plan, settings.precision, decisions)
         embeddings = ray_extract_embeddings(
             dataset,
             settings.encoder,
@@ -686,7 +675,7 @@ def embed_dataset(
             batch_size=settings.batch_size,
             cache=with_previous(identity.cache_key),
         )
-    return EmbedOutcome(embeddings, identity.cache_key, plan.describe())
+    return EmbedOutcome(embeddings, identity.cache_key, plan.describe(), identity.path_choice)
 
 
 def write_embed_outputs(out_dir: str | os.PathLike[str], outcome: EmbedOutcome) -> list[Path]:

@@ -13,6 +13,12 @@ On two cores or fewer there are no workers. A CPU encoder then takes turns with 
 its forward pass keeps every core busy, so threads decode each batch on all cores while the
 model waits (``decoding_threads``). A GPU encoder instead overlaps: a thread decodes the
 next batch during the forward pass.
+
+The forward pass and everything around it that both engines share (hashing, the cache,
+de-duplication, skip reasons, assembling ``Embeddings``) live in ``probe_core.extraction``:
+decoded batches of any size are cut into the model's fixed batch shape there
+(``forward_batch``), so ``batch_size`` and ``num_workers`` change the speed, never a bit of
+the vectors.
 """
 
 from __future__ import annotations
@@ -31,11 +37,29 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .cache import EmbeddingCache, content_digest
-from .dataset import ImageDataset, ImageItem, SkippedItem
+from .cache import EmbeddingCache
+from .dataset import ImageDataset, ImageItem
 from .embeddings import Embeddings
 from .encoders import Encoder
-from .images import MAX_ASPECT_RATIO, ImageLoadError, load_image
+from .extraction import (
+    CACHE_FLUSH_EVERY,
+    OnBatch,
+    cached_embeddings,
+    forward_batch,
+    local_folder,
+    reason_for,
+)
+from .images import MAX_ASPECT_RATIO, load_image
+
+__all__ = [
+    "CACHE_FLUSH_EVERY",
+    "encode_items",
+    "extract_embeddings",
+    "forward_batch",
+    "local_folder",
+    "model_input",
+    "unit_embeddings",
+]
 
 ORIENTATION_TAG = 0x0112  # EXIF
 
@@ -44,10 +68,6 @@ ProgressCallback = Callable[[int, int, float], None]
 EncodeItems = Callable[..., tuple[dict[int, np.ndarray], dict[int, str]]]
 """``encode_items`` or a stand-in with its signature (see ``extract_embeddings``)."""
 
-CACHE_FLUSH_EVERY = 1024  # images; partial progress survives an interrupted run
-QUICK_READ_SECONDS = 1e-3  # per file, while hashing: a local disk or the page cache
-
-
 # On CPUs, big batches are slower: glibc hands large activation buffers back to the
 # kernel after every batch and page faults dominate (bench/extract.py: EfficientNet-Lite0
 # on 2 cores, about 25 images/s at batch 64 against 40-45 at batch 16).
@@ -55,13 +75,6 @@ DEFAULT_BATCH_SIZES = {"cuda": 256, "mps": 32, "cpu": 16}
 # Decoding workers yield the CPU to the forward pass's threads: on few cores, an equal share
 # would stall every parallel region behind a preempted thread.
 WORKER_NICENESS = 5
-
-
-def local_folder(root: str) -> str:
-    """``root`` as an absolute folder when it is a local folder (not a zip, upload or URI)."""
-    if not root or "://" in root or not os.path.isdir(root):
-        return ""
-    return os.path.abspath(root)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -116,14 +129,6 @@ class _Batch(NamedTuple):
     jpegs: list[torch.Tensor]
 
 
-def _reason_for(error: Exception) -> str:
-    if isinstance(error, ImageLoadError):
-        return str(error)
-    if isinstance(error, OSError):
-        return f"cannot be read: {error.strerror or error}"
-    return f"could not be processed: {type(error).__name__}: {error}"
-
-
 class _DecodingDataset(Dataset):
     """Reads, decodes and preprocesses one image; failures come back as reasons.
 
@@ -155,7 +160,7 @@ class _DecodingDataset(Dataset):
             image = load_image(data, draft_min_side=self.draft_side)
             return _Decoded(index, tensor=self.preprocess(image))
         except Exception as error:
-            return _Decoded(index, reason=_reason_for(error))
+            return _Decoded(index, reason=reason_for(error))
 
 
 def _stack(parts: list[torch.Tensor | np.ndarray]) -> torch.Tensor:
@@ -246,34 +251,7 @@ class _DeviceJpegDecoder:
             image = load_image(jpeg.numpy().tobytes(), draft_min_side=self.draft_side)
             return self.cpu_preprocess(image).to(self.device)
         except Exception as error:
-            return _reason_for(error)
-
-
-def _digest(item: ImageItem) -> bytes | str:
-    try:
-        return content_digest(item.read_bytes())
-    except OSError as error:
-        return f"cannot be read: {error.strerror or error}"
-
-
-def _digests(items: Sequence[ImageItem]) -> list[bytes | str]:
-    """sha256 of each item's bytes, or the reason it cannot be read, in order.
-
-    Files are hashed here while reading them is quick (a local disk, the page cache: a thread
-    pool would only add its hand-offs); once reading turns slow (a network folder, a cold
-    disk), the rest are read by four threads at once.
-    """
-    digests: list[bytes | str] = []
-    started = time.perf_counter()
-    for item in items:
-        digests.append(_digest(item))
-        if time.perf_counter() - started > QUICK_READ_SECONDS * len(digests):
-            break
-    rest = items[len(digests) :]
-    if rest:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            digests.extend(pool.map(_digest, rest))
-    return digests
+            return reason_for(error)
 
 
 def _jpeg_decode_device(encoder: Encoder) -> torch.device | None:
@@ -387,12 +365,37 @@ def model_input(images: Sequence[Image.Image], encoder: Encoder) -> torch.Tensor
     return split.batch(pixels, encoder.device, encoder.path.channels_last)
 
 
-def unit_embeddings(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
-    """The forward pass on a preprocessed batch, each row L2-normalised, as float32 numpy
-    (call under ``torch.inference_mode()``)."""
-    features = encoder.encode(batch)
-    features = features / features.norm(dim=-1, keepdim=True)
-    return features.cpu().numpy().astype(np.float32, copy=False)
+unit_embeddings = forward_batch
+"""The forward pass on a preprocessed batch, each row L2-normalised, as float32 numpy, in
+the model's fixed batch shape (``extraction.forward_batch``; kept under its old name)."""
+
+
+class _Rows:
+    """Decoded rows waiting for the model: handed on in whole forward batches, the rest at
+    the end, so that a row's batch-mates follow from the item order alone."""
+
+    def __init__(self, encoder: Encoder, on_rows: OnBatch):
+        self.encoder, self.on_rows = encoder, on_rows
+        self.indices: list[int] = []
+        self.tensors: list[torch.Tensor] = []
+
+    def add(self, indices: list[int], tensors: torch.Tensor) -> None:
+        self.indices.extend(indices)
+        self.tensors.append(tensors)
+        whole = len(self.indices) - len(self.indices) % self.encoder.forward_rows
+        if whole:
+            self._embed(whole)
+
+    def finish(self) -> None:
+        if self.indices:
+            self._embed(len(self.indices))
+
+    def _embed(self, count: int) -> None:
+        waiting = self.tensors[0] if len(self.tensors) == 1 else torch.cat(self.tensors)
+        indices, self.indices = self.indices[:count], self.indices[count:]
+        rest = waiting[count:]
+        self.tensors = [rest] if len(rest) else []
+        self.on_rows(indices, forward_batch(self.encoder, waiting[:count]))
 
 
 def encode_items(
@@ -427,6 +430,13 @@ def encode_items(
     threads_in_turn = decoding_threads(encoder.device, split is not None)
     vectors: dict[int, np.ndarray] = {}
     failures: dict[int, str] = {}
+
+    def embedded(indices: list[int], rows: np.ndarray) -> None:
+        vectors.update(zip(indices, rows, strict=True))
+        if on_batch:
+            on_batch(indices, rows)
+
+    waiting = _Rows(encoder, embedded)
     done, started = 0, time.perf_counter()
     encoder.model.eval()
     with torch.inference_mode():
@@ -441,14 +451,14 @@ def encode_items(
                 indices, tensors, failed = _merge(batch, decoded, jpeg_device)
             failures.update(failed)
             if tensors is not None:
-                rows = unit_embeddings(encoder, tensors)
-                vectors.update(zip(indices, rows, strict=True))
-                if on_batch:
-                    on_batch(indices, rows)
+                waiting.add(indices, tensors)
             done += len(indices) + len(failed)
+            if done == len(items):
+                waiting.finish()
             if progress:
                 elapsed = time.perf_counter() - started
                 progress(done, len(items), done / elapsed if elapsed > 0 else 0.0)
+        waiting.finish()
     return vectors, failures
 
 
@@ -462,80 +472,28 @@ def extract_embeddings(
     progress: ProgressCallback | None = None,
     encode: EncodeItems | None = None,
 ) -> Embeddings:
-    """Embed every image of the dataset (from the cache where possible), in dataset order.
+    """Embed every image of the dataset (from the cache where possible), in dataset order,
+    in this process (``extraction.cached_embeddings`` with ``encode_items`` as the engine).
 
     ``encode`` embeds what the cache lacks (default ``encode_items``; the app passes its
     cross-session queue's, ``EmbeddingQueue.encode_function``).
     """
-    started = time.perf_counter()
-    items = dataset.items
-    digests = _digests(items)
-    failures: dict[int, str] = {i: d for i, d in enumerate(digests) if isinstance(d, str)}
-    readable = [i for i in range(len(items)) if i not in failures]
 
-    cached = cache.lookup(encoder.cache_key, [digests[i] for i in readable]) if cache else {}
-    by_digest: dict[bytes, np.ndarray] = dict(cached)
-    # Identical files are embedded once.
-    todo: dict[bytes, int] = {}
-    for i in readable:
-        if digests[i] not in by_digest:
-            todo.setdefault(digests[i], i)
-    todo_items = [items[i] for i in todo.values()]
-    todo_digests = list(todo)
+    def embed(items: list[ImageItem], on_batch: OnBatch):
+        return (encode or encode_items)(
+            items,
+            encoder,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            on_batch=on_batch,
+        )
 
-    pending: list[tuple[bytes, np.ndarray]] = []
-
-    def remember(indices: list[int], rows: np.ndarray) -> None:
-        if cache is None:
-            return
-        pending.extend((todo_digests[i], row) for i, row in zip(indices, rows, strict=True))
-        if len(pending) >= CACHE_FLUSH_EVERY:
-            flush()
-
-    def flush() -> None:
-        if cache is not None and pending:
-            cache.store(
-                encoder.cache_key, [d for d, _ in pending], np.stack([r for _, r in pending])
-            )
-            pending.clear()
-
-    new_vectors, new_failures = (encode or encode_items)(
-        todo_items,
-        encoder,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        on_batch=remember,
-    )
-    flush()
-    for position, vector in new_vectors.items():
-        by_digest[todo_digests[position]] = vector
-    failed_digests = {todo_digests[position]: reason for position, reason in new_failures.items()}
-    for i in readable:
-        if digests[i] in failed_digests:
-            failures[i] = failed_digests[digests[i]]
-
-    kept = [i for i in range(len(items)) if i not in failures]
-    dim = encoder.dim
-    vectors = (
-        np.stack([by_digest[digests[i]] for i in kept]).astype(np.float32, copy=False)
-        if kept
-        else np.zeros((0, dim), dtype=np.float32)
-    )
-    skipped = list(dataset.skipped) + [
-        SkippedItem(items[i].path, failures[i]) for i in sorted(failures)
-    ]
-    return Embeddings(
-        vectors=vectors,
-        labels=np.array([items[i].label for i in kept], dtype=np.int64),
-        paths=[items[i].path for i in kept],
-        class_names=list(dataset.class_names),
+    return cached_embeddings(
+        dataset,
         encoder_id=encoder.encoder_id,
-        skipped=skipped,
-        n_computed=len(new_vectors),
-        n_from_cache=sum(1 for i in kept if digests[i] in cached),
-        seconds=time.perf_counter() - started,
-        sha256=[digests[i].hex() for i in kept],
-        splits=[items[i].split for i in kept],
-        image_root=local_folder(dataset.root),
+        cache_key=encoder.cache_key,
+        dim=encoder.dim,
+        embed=embed,
+        cache=cache,
     )

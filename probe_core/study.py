@@ -34,6 +34,7 @@ from .evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from .evaluation.fewshot import FewShotCurve, fewshot_curve
 from .evaluation.protocols import DEFAULT_FOLDS, ProbeResult, probe_on_all_images, run_probe
 from .evaluation.zeroshot import ZeroShotResult, zero_shot
+from .path_decisions import PathDecisions
 from .probe import LinearProbe, ProbeError
 from .projection import Projection, project
 from .result_cache import ResultCache, map_key, result_key
@@ -128,9 +129,11 @@ class Study:
         encoder: Encoder | None = None,
         progress: ProgressListener | None = None,
         encode: EncodeItems | None = None,
+        decisions: PathDecisions | None = None,
     ):
         self.settings = settings or StudySettings()
         self.encode = encode
+        self.decisions = decisions  # where execution paths are decided and kept (None: default)
         self.cache = cache
         self.result_cache = result_cache
         self._encoder = encoder
@@ -145,6 +148,7 @@ class Study:
                 device=self.settings.device,
                 precision=self.settings.precision,
                 download_progress=self._report_download,
+                decisions=self.decisions,
             )
         return self._encoder
 
@@ -272,6 +276,7 @@ class Study:
                 device=self.settings.device,
                 precision=self.settings.precision,
                 download_progress=self._report_download,
+                decisions=self.decisions,
             )
             loaded[name] = encoder
             if name == self.settings.encoder and self._encoder is None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,9 +21,16 @@ from PIL import Image
 from playwright import sync_api
 
 from probe_core.encoders import DEFAULT_ENCODER, load_encoder
+from probe_core.path_decisions import DECISIONS_DIR_ENV as PATHS_DIR_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / "assets" / "demo"
+
+# Execution-path decisions of this test session (and its subprocesses) stay out of the user's
+# cache: the first load of an encoder calibrates, later loads and processes read it back.
+if not os.environ.get(PATHS_DIR_ENV):
+    os.environ[PATHS_DIR_ENV] = tempfile.mkdtemp(prefix="probe-paths-")
+    atexit.register(shutil.rmtree, os.environ[PATHS_DIR_ENV], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from probe_core.dataset import scan_folder
 from probe_core.embed import default_batch_size, extract_embeddings
 from probe_core.encoders import DEFAULT_ENCODER, Encoder, EncoderError, ToRGB, load_encoder
 from probe_core.images import load_image
+from probe_core.path_decisions import PathDecisions
 from tests import badfiles
 from tests.conftest import DEMO_DIR, pattern_image, write_image_folder
 
@@ -57,9 +58,9 @@ def exact():
 
 
 @pytest.fixture
-def fresh_choices(monkeypatch):
-    """No path remembered from earlier loads in this process."""
-    monkeypatch.setattr(acceleration, "_CHOSEN", {})
+def fresh_choices() -> PathDecisions:
+    """A store without decisions (in memory): the next load measures afresh."""
+    return PathDecisions(None)
 
 
 # --------------------------------------------------------------------------- fidelity
@@ -104,7 +105,8 @@ def test_folded_batch_norms_give_the_bundled_encoder_fp32_embeddings_within_1e_6
         unit_embeddings(folded, batch), unit_embeddings(exact, batch), rtol=0, atol=1e-6
     )
     layout = load_encoder(DEFAULT_ENCODER, device="cpu", precision="fp32+channels_last")
-    assert folded.cache_key == layout.cache_key  # fp32 arithmetic: the same cache entries
+    # fp32 arithmetic, but not fp32's last bits: each path has cache entries of its own.
+    assert len({folded.cache_key, layout.cache_key, exact.cache_key}) == 3
 
 
 class ConvNormNet(nn.Module):
@@ -161,11 +163,11 @@ def test_fp32_arithmetic_paths_compete_on_speed_but_lossy_ones_must_win_clearly(
 
     folded = ExecutionPath("fp32", channels_last=True, folded_bn=True)
     bf16 = ExecutionPath("bf16", channels_last=True)
-    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(folded, 1.30)], None)
+    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(folded, 1.30)])
     assert chosen.path == folded  # faster, and the same embeddings within 1e-5
-    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(bf16, 1.30)], None)
+    chosen = acceleration._pick([trial(LAYOUT, 1.26), trial(bf16, 1.30)])
     assert chosen.path == LAYOUT  # bf16 is less exact: it must be 1.1x faster
-    assert acceleration._pick([trial(folded, 1.05)], None) is None  # not clearly over fp32
+    assert acceleration._pick([trial(folded, 1.05)]) is None  # not clearly over fp32
 
 
 def test_precision_names_round_trip():
@@ -271,7 +273,7 @@ def test_load_encoder_falls_back_to_fp32_when_every_candidate_is_unfaithful(
         return out if self == ExecutionPath() else out + out.std() * torch.randn_like(out)
 
     monkeypatch.setattr(ExecutionPath, "run", noisy)
-    encoder = load_encoder(DEFAULT_ENCODER, device="cpu")
+    encoder = load_encoder(DEFAULT_ENCODER, device="cpu", decisions=fresh_choices)
     assert encoder.precision == "fp32"
     measurements = encoder.path_choice.measurements
     assert measurements and not any(m.faithful for m in measurements)
@@ -313,16 +315,17 @@ def test_weight_free_baselines_always_run_in_fp32():
 # --------------------------------------------------------------------------- cache key
 
 
-def test_cache_key_names_the_arithmetic_and_is_stable_for_the_same_path(encoder, exact):
+def test_cache_key_names_the_whole_path_and_the_forward_shape(encoder, exact):
     def key(path: ExecutionPath) -> str:
         return dataclasses.replace(exact, path=path).cache_key
 
-    keys = {numerics: key(ExecutionPath(numerics)) for numerics in ("fp32", "int8-dynamic", "bf16")}
-    assert len(set(keys.values())) == 3
-    assert all(k.endswith(f"|{numerics}") for numerics, k in keys.items())
-    # channels_last keeps fp32 arithmetic (within 1e-6, tested above): same cached vectors.
-    assert key(LAYOUT) == keys["fp32"]
+    paths = [ExecutionPath(n) for n in ("fp32", "int8-dynamic", "bf16")]
+    paths += [LAYOUT, ExecutionPath("fp32", channels_last=True, folded_bn=True)]
+    keys = {path.name: key(path) for path in paths}
+    assert len(set(keys.values())) == len(paths)
+    assert all(k.endswith(f"|rows=16|{name}") for name, k in keys.items())
     assert dataclasses.replace(exact, dtype=torch.float16).cache_key.endswith("|fp16")
+    assert dataclasses.replace(exact, forward_rows=8).cache_key != exact.cache_key
     # Reduced-size JPEG decoding changes the pixels, so it changes the key too.
     assert dataclasses.replace(exact, fast_decoding=True).cache_key != exact.cache_key
     again = load_encoder(DEFAULT_ENCODER, device="cpu")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from probe_core import embed
+from probe_core import embed, extraction
 from probe_core.cache import EmbeddingCache, content_digest
 from probe_core.dataset import ImageItem, scan_folder
 from probe_core.embed import extract_embeddings
@@ -98,10 +98,25 @@ class _SlowFile:
         return self.content
 
 
+class _Clock:
+    """A clock that moves only as the files read say: ``seconds_per_read`` per call."""
+
+    def __init__(self, seconds_per_read: float):
+        self.now, self.step = 0.0, seconds_per_read
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 def test_quick_files_are_hashed_in_the_calling_thread():
     readers: set[int] = set()
     items = [ImageItem(f"{i}.png", _SlowFile(bytes([i]), 0.0, readers), label=0) for i in range(50)]
-    assert embed._digests(items) == [content_digest(bytes([i])) for i in range(50)]
+    # Each read takes a tenth of the quick limit: never slow, whatever the machine's load.
+    clock = _Clock(extraction.QUICK_READ_SECONDS / 10)
+    assert extraction.file_digests(items, clock=clock) == [
+        content_digest(bytes([i])) for i in range(50)
+    ]
     assert readers == {threading.get_ident()}
 
 
@@ -111,7 +126,8 @@ def test_slow_files_are_read_by_several_threads_in_order_with_their_failures(tmp
         ImageItem(f"{i}.png", _SlowFile(bytes([i]), 0.005, readers), label=0) for i in range(12)
     ]
     items.insert(5, ImageItem("gone.png", tmp_path / "gone.png", label=0))
-    digests = embed._digests(items)
+    clock = _Clock(extraction.QUICK_READ_SECONDS * 5)  # the first read is already slow
+    digests = extraction.file_digests(items, clock=clock)
     assert digests[5].startswith("cannot be read: ")
     del digests[5]
     assert digests == [content_digest(bytes([i])) for i in range(12)]

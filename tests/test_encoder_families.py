@@ -397,13 +397,13 @@ def test_new_families_take_the_fast_paths_only_where_faithful(
 
     from probe_core import acceleration
     from probe_core.acceleration import EXACT_TOLERANCE, select_path
+    from probe_core.path_decisions import PathDecisions
 
-    monkeypatch.setattr(acceleration, "_CHOSEN", {})  # measure afresh
     name = {"hf-dinov2": f"hf:{dinov2_folder}", "hf-clip": f"hf:{clip_folder}"}.get(name, name)
     if name.startswith("open_clip:hf-hub:"):
         tiny_models.tiny_open_clip(tmp_path / "repo")
         fill_hub_cache(hub_cache, "lab/tiny-clip", folder_files(tmp_path / "repo"))
-    auto = load_encoder(name, device="cpu")
+    auto = load_encoder(name, device="cpu", decisions=PathDecisions(None))  # measure afresh
     exact = load_encoder(name, device="cpu", precision="fp32")
     measured = [m.path for m in auto.path_choice.measurements]
     if "conv" in kind:

@@ -2,9 +2,10 @@
 
 One two-CPU Ray cluster serves the module. On the demo folder (read through a ``file://`` URI)
 and on the bad-input corpus (through the command line, next to ``--engine local``), the Ray
-engine must report the same paths, labels, digests and skipped reasons, with embeddings equal
-within cosine 0.9999; a second run embeds nothing (its vectors come from the cache or from the
-previous output); and without Ray the message names the extra to install.
+engine must report the same paths, labels, digests and skipped reasons, with bit-identical
+embeddings (one extraction core, one forward batch shape, one path decision); a second run
+embeds nothing (its vectors come from the cache or from the previous output); and without Ray
+the message names the extra to install.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ from probe_core.embeddings_io import read_embeddings
 from probe_core.encoders import load_encoder
 from tests.conftest import DEMO_DIR, write_image_folder
 from tests.corpus.build_corpus import Manifest, build_corpus
-
-MIN_COSINE = 0.9999
 
 pytestmark = [
     pytest.mark.slow,  # a Ray cluster starts, and the demo and the corpus are embedded twice
@@ -145,9 +144,8 @@ def test_demo_on_ray_has_the_local_paths_labels_and_digests(demo_runs):
     assert on_ray.encoder_id == local.encoder_id
 
 
-def test_demo_embeddings_on_ray_equal_the_local_ones(demo_runs):
-    cosines = np.sum(demo_runs.ray.vectors * demo_runs.local.vectors, axis=1)
-    assert cosines.min() >= MIN_COSINE
+def test_demo_embeddings_on_ray_are_the_local_ones_bit_for_bit(demo_runs):
+    np.testing.assert_array_equal(demo_runs.ray.vectors, demo_runs.local.vectors)
     assert np.allclose(np.linalg.norm(demo_runs.ray.vectors, axis=1), 1.0, atol=1e-5)
     assert demo_runs.ray.n_computed == 144 and demo_runs.ray.n_from_cache == 0
 
@@ -206,10 +204,10 @@ def test_corpus_on_ray_skips_the_same_files_for_the_same_reasons(corpus, corpus_
         assert words in corpus_runs.ray.reasons.get(path, ""), (path, words)
 
 
-def test_corpus_embeddings_on_ray_equal_the_local_ones(corpus_runs):
+def test_corpus_embeddings_on_ray_are_the_local_ones_bit_for_bit(corpus_runs):
+    assert corpus_runs.ray.vectors.keys() == corpus_runs.local.vectors.keys()
     for path, vector in corpus_runs.local.vectors.items():
-        cosine = float(vector @ corpus_runs.ray.vectors[path])
-        assert cosine >= MIN_COSINE, (path, cosine)
+        np.testing.assert_array_equal(corpus_runs.ray.vectors[path], vector, err_msg=path)
 
 
 def test_ray_output_opens_as_precomputed_embeddings(corpus_runs):
@@ -326,7 +324,71 @@ def test_decoding_tasks_hand_the_actors_pixels_where_the_preprocessing_splits(
     shape = distributed._input_shape(identity.preprocess)
     decoded = distributed._decode_batch(rows, identity, shape)
     assert decoded["pixels"].dtype == pixel_dtype
-    actor = distributed.EmbedActor(name, "cpu", identity.precision, identity.cache_key)
+    actor = distributed.EmbedActor(
+        name, "cpu", identity.precision, identity.cache_key, fast_decoding=identity.fast_decoding
+    )
     vectors = actor(decoded)["vector"]
     local = extract_embeddings(dataset, model, batch_size=len(dataset), num_workers=0)
-    np.testing.assert_allclose(vectors, local.vectors, atol=1e-6)
+    np.testing.assert_array_equal(vectors, local.vectors)
+
+
+# --- one folder, every way of embedding it: the same bits, the same numbers --------------------
+
+
+def numbers(metrics: dict) -> dict:
+    """metrics.json without its settings (source, engine, the path's decision time)."""
+    return {key: value for key, value in metrics.items() if key != "settings"}
+
+
+def test_run_embed_local_at_three_batch_sizes_and_ray_give_the_same_bits_and_numbers(
+    ray_cluster, encoder, tmp_path
+):
+    """Issue 19's promise: ``run``, ``embed --engine local`` at batch sizes 1, 7 (with a
+    worker) and 64, and ``embed --engine ray`` at two batch sizes give bit-identical vectors;
+    ``run --embeddings`` on each output writes the numbers of ``run`` on the folder. Every
+    command takes the path decided once (the session's), and says so."""
+    common = ["--projection", "none", "--seed", "0", "--no-cache"]
+    ran = cli(["run", str(DEMO_DIR), "--out", str(tmp_path / "run"), *common])
+    assert ran.code == 0, ran.stderr
+    assert f"execution path {encoder.precision}, decided {encoder.path_choice.decided_at}" in (
+        ran.stdout
+    )
+    reference = pd.read_parquet(tmp_path / "run" / "embeddings.parquet").set_index("path")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    recorded = metrics["settings"]["execution_path"]
+    assert recorded["name"] == encoder.precision
+    assert recorded["decided_at"] == encoder.path_choice.decided_at
+    assert recorded["calibrated_in_this_process"] is False
+
+    ways = {
+        "local-1": ["--engine", "local", "--batch-size", "1", "--workers", "0"],
+        "local-7": ["--engine", "local", "--batch-size", "7", "--workers", "1"],
+        "local-64": ["--engine", "local", "--batch-size", "64", "--workers", "0"],
+        "ray-5": ["--engine", "ray", "--batch-size", "5", "--actors", "1"],
+        "ray-16": ["--engine", "ray"],
+    }
+    for name, options in ways.items():
+        out = tmp_path / name
+        embedded = cli(["embed", str(DEMO_DIR), "--out", str(out), "--no-cache", *options])
+        assert embedded.code == 0, (name, embedded.stderr)
+        assert "stored decision, no calibration" in embedded.stdout, name
+        table = pd.read_parquet(out / "embeddings.parquet").set_index("path")
+        assert list(table.index) == list(reference.index), name
+        np.testing.assert_array_equal(
+            np.stack(table["vector"].to_numpy()),
+            np.stack(reference["vector"].to_numpy()),
+            err_msg=name,
+        )
+        again = cli(
+            [
+                "run",
+                "--embeddings",
+                str(out / "embeddings.parquet"),
+                "--out",
+                str(tmp_path / f"{name}-run"),
+                *common,
+            ]
+        )
+        assert again.code == 0, (name, again.stderr)
+        probed = json.loads((tmp_path / f"{name}-run" / "metrics.json").read_text())
+        assert numbers(probed) == numbers(metrics), name

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..acceleration import ExecutionPath, PathChoice, draft_min_side
+from ..acceleration import ExecutionPath, PathChoice, draft_min_side, forward_rows
 from ..preprocessing import SplitPreprocess, TensorPreprocess
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class Encoder:
     ``fast_decoding`` lets extraction decode JPEGs faster where the preprocessing allows:
     at a reduced size (``draft_side``) on the CPU, on the GPU with CUDA
     (``decodes_jpeg_on_device``); off with ``precision="fp32"``, the reference.
+    ``forward_rows``: every forward pass runs on a batch of exactly this many rows (the
+    extraction core pads the last one; default: ``acceleration.forward_rows(device)``).
     """
 
     name: str
@@ -50,6 +52,11 @@ class Encoder:
     path: ExecutionPath = field(default_factory=ExecutionPath)
     path_choice: PathChoice | None = None
     fast_decoding: bool = False
+    forward_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.forward_rows <= 0:
+            self.forward_rows = forward_rows(self.device)
 
     @property
     def precision(self) -> str:
@@ -71,15 +78,13 @@ class Encoder:
 
     @property
     def cache_key(self) -> str:
-        """Everything that determines an embedding besides the image bytes.
-
-        The arithmetic (fp32, int8-dynamic, bf16, fp16) is part of it; the memory layout and
-        folded batch norms are not, since those paths keep fp32 arithmetic (checked to agree
-        within 1e-5 when chosen), like the thread count or batch size, which are not part of
-        it either.
-        """
-        numerics = "fp16" if self.dtype == torch.float16 else self.path.numerics
-        return f"{self.encoder_id}|pre={self.preprocess_id}|{numerics}"
+        """Everything that determines an embedding's bits besides the image bytes: the
+        encoder, its preprocessing, the whole execution path (layout and folded batch norms
+        too: they keep fp32 arithmetic but not its last bits) and the forward batch shape.
+        The batch size and workers of extraction are not part of it: they change nothing."""
+        return (
+            f"{self.encoder_id}|pre={self.preprocess_id}|rows={self.forward_rows}|{self.precision}"
+        )
 
     @property
     def draft_side(self) -> int | None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ..acceleration import PrecisionError, select_path
+from ..acceleration import PrecisionError, forward_rows, select_path
 from ..devices import DeviceUnavailableError, pick_device
+from ..path_decisions import DecisionKey, PathDecisions
 from .base import DEFAULT_ENCODER, Encoder, EncoderError
 from .hub import DownloadListener, Downloads, HubFiles, is_cached
 from .registry import parse_name
@@ -19,13 +20,16 @@ def load_encoder(
     device: str | None = None,
     precision: str = "auto",
     download_progress: DownloadListener | None = None,
+    decisions: PathDecisions | None = None,
 ) -> Encoder:
     """Build a frozen encoder by name on the best (or requested) device.
 
     ``precision="auto"``: on the CPU the fastest execution path measured faithful to fp32
-    on a calibration batch (see ``probe_core.acceleration``), and JPEG draft decoding where
-    the preprocessing allows it; fp16 on CUDA. ``"fp32"``: the plain fp32 model and
-    full-size decoding (the reference). A path name (e.g. ``"int8-dynamic"``) forces it.
+    on a calibration batch (see ``probe_core.acceleration``), decided once per machine and
+    settings and kept in ``decisions`` (default: ``PathDecisions.default()``, beside the
+    embedding cache), and JPEG draft decoding where the preprocessing allows it; fp16 on
+    CUDA. ``"fp32"``: the plain fp32 model and full-size decoding (the reference). A path
+    name (e.g. ``"int8-dynamic"``) forces it; neither reads nor writes the store.
     ``download_progress`` receives ``DownloadProgress`` reports while weights download
     (the first says how much and where to, before anything is fetched).
     """
@@ -39,10 +43,22 @@ def load_encoder(
     model.requires_grad_(False)
     encoder_id = f"{family.name}:{built.identity}"
     preprocess = built.preprocess
-    remember_as = (encoder_id, repr(preprocess), str(target), torch.get_num_threads())
+    rows = forward_rows(target)
+    fast_decoding = precision != "fp32"
+    # The key's preprocessing id is the encoder's own (with its JPEG decoding): built before
+    # the path is known, from an Encoder that only describes it.
+    described = Encoder(name, encoder_id, model, preprocess, built.dim, target, torch.float32)
+    described.fast_decoding = fast_decoding
+    key = DecisionKey.current(encoder_id, described.preprocess_id, str(target), rows)
     try:
         model, choice = select_path(
-            model, preprocess, target, precision, remember_as=remember_as, encoder_id=encoder_id
+            model,
+            preprocess,
+            target,
+            precision,
+            decisions=decisions if decisions is not None else PathDecisions.default(),
+            key=key,
+            encoder_id=encoder_id,
         )
     except PrecisionError as error:
         raise EncoderError(str(error)) from error
@@ -57,7 +73,8 @@ def load_encoder(
         dtype=dtype,
         path=choice.path,
         path_choice=choice,
-        fast_decoding=precision != "fp32",
+        fast_decoding=fast_decoding,
+        forward_rows=rows,
     )
 
 
