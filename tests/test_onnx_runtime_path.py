@@ -62,7 +62,7 @@ def test_onnx_embeds_like_fp32_exports_once_and_keeps_its_own_cache_key(cache_di
     fp32 = load_encoder(CNN, device="cpu", precision="fp32")
     encoder = load_encoder(CNN, device="cpu", precision="onnx")
     assert encoder.precision == "onnx" and isinstance(encoder.model, OrtModel)
-    assert encoder.cache_key == f"{fp32.encoder_id}|pre={encoder.preprocess_id}|onnx"
+    assert encoder.cache_key == f"{fp32.encoder_id}|pre={encoder.preprocess_id}|rows=16|onnx"
     assert "graph exported in" in encoder.path_choice.reason
     [graph] = (cache_dir / GRAPH_FOLDER).glob("*.onnx")
 
