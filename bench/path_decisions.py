@@ -42,8 +42,10 @@ def load_in_new_process(encoder: str, store: Path) -> dict:
         text=True,
         env=env,
         cwd=REPO,
-        check=True,
+        check=False,
     )
+    if ran.returncode != 0:
+        raise SystemExit(f"loading {encoder} failed:\n{ran.stderr}")
     return json.loads(ran.stdout.strip().splitlines()[-1])
 
 

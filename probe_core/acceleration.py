@@ -45,6 +45,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -128,6 +129,15 @@ class ExecutionPath:
         return model(batch)
 
 
+def readable_time(iso: str) -> str:
+    """``2026-12-03T05:40:12+00:00`` as ``2026-12-03 05:40 UTC`` (as it is, if not ISO)."""
+    try:
+        moment = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass(frozen=True)
 class PathChoice:
     """The execution path an encoder uses, and why."""
@@ -147,7 +157,7 @@ class PathChoice:
 
     def describe(self) -> str:
         """One line for people: the path and when it was decided, e.g. ``fp32+folded-bn+
-        channels_last, decided 2026-12-03T05:40:12+00:00 (calibrated now, 4.1 s)``."""
+        channels_last, decided 2026-12-03 05:40 UTC (stored decision, no calibration)``."""
         if not self.decided_at:
             return f"{self.path.name} ({self.reason})"
         how = (
@@ -155,7 +165,7 @@ class PathChoice:
             if self.calibrated
             else "stored decision, no calibration"
         )
-        return f"{self.path.name}, decided {self.decided_at} ({how})"
+        return f"{self.path.name}, decided {readable_time(self.decided_at)} ({how})"
 
     def record(self) -> dict:
         """What ``metrics.json`` keeps of the path: its name, the decision and its cost."""

@@ -142,6 +142,8 @@ def test_a_second_load_reads_the_decision_and_times_nothing(tmp_path, monkeypatc
     assert choice.decided_at == first.path_choice.decided_at
     assert choice.measurements == first.path_choice.measurements
     assert "stored decision, no calibration" in choice.describe()
+    assert f"decided {acceleration.readable_time(choice.decided_at)} (" in choice.describe()
+    assert acceleration.readable_time("2026-12-03T05:40:12+00:00") == "2026-12-03 05:40 UTC"
 
 
 def test_a_named_path_neither_reads_nor_writes_the_store(tmp_path, monkeypatch):
