@@ -73,15 +73,26 @@ def write_parquet(
 ) -> Path:
     """``frame.to_parquet(path, index=False)`` with ``metadata`` added to the schema metadata,
     e.g. ``write_parquet(embeddings_table(e), path, embeddings_metadata(e))``."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.part")  # a reader never sees half a file
+    pq.write_table(_with_metadata(frame, metadata), partial)
+    os.replace(partial, path)
+    return path
+
+
+def parquet_bytes(frame: pd.DataFrame, metadata: Mapping[str, str]) -> bytes:
+    """The bytes ``write_parquet`` writes, in memory (the app's downloads)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(_with_metadata(frame, metadata), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _with_metadata(frame: pd.DataFrame, metadata: Mapping[str, str]) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     merged = dict(table.schema.metadata or {}) | {
         key.encode(): value.encode() for key, value in metadata.items()
     }
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.part")  # a reader never sees half a file
-    pq.write_table(table.replace_schema_metadata(merged), partial)
-    os.replace(partial, path)
-    return path
+    return table.replace_schema_metadata(merged)
 
 
 def parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from .dataset import SkippedItem
 from .embeddings import Embeddings
-from .embeddings_io import embeddings_metadata, write_parquet
+from .embeddings_io import embeddings_metadata, parquet_bytes, write_parquet
 from .evaluation.comparison import comparison_table, pairs_table, per_image_table
 from .evaluation.duplicates import duplicates_table
 from .evaluation.fewshot import fewshot_table
@@ -73,6 +73,13 @@ def embeddings_table(embeddings: Embeddings) -> pd.DataFrame:
             "sha256": embeddings.sha256,
         }
     )
+
+
+def embeddings_parquet(embeddings: Embeddings) -> bytes:
+    """``embeddings.parquet`` as ``write_run`` (the CLI) writes it, in memory: the table with
+    its metadata (encoder id, class names, split layout, image root), so the app's download
+    reopens with its encoder (``embeddings_io.read_embeddings``)."""
+    return parquet_bytes(embeddings_table(embeddings), embeddings_metadata(embeddings))
 
 
 def skipped_table(skipped: list[SkippedItem]) -> pd.DataFrame:

@@ -293,3 +293,41 @@ def test_compare_needs_a_folder_with_encoders_or_embeddings_but_not_both(tmp_pat
     assert cli(["compare", "--out", str(tmp_path)]).code == 2
     both = cli(["compare", "x", "--embeddings", "a,b", "--out", str(tmp_path)])
     assert both.code == 2 and "not both" in both.stderr
+
+
+# --- the app's download is the CLI's file -----------------------------------------------------
+
+
+def test_the_app_download_is_the_run_file_and_reopens_with_its_encoder(tmp_path):
+    """``export.embeddings_parquet`` (the app's download) holds the bytes ``run`` writes to
+    embeddings.parquet, metadata included: the file reopens with its encoder id, every class
+    name (one without images too) and the image root."""
+    from probe_core.embeddings import Embeddings
+    from probe_core.embeddings_io import embeddings_metadata, write_parquet
+    from probe_core.export import embeddings_parquet, embeddings_table
+
+    embeddings = Embeddings(
+        vectors=np.asarray(unit_rows(4), dtype=np.float32),
+        labels=np.array([0, 0, 2, 2]),
+        paths=["a/1.png", "a/2.png", "c/1.png", "c/2.png"],
+        class_names=["a", "b (no images left)", "c"],
+        encoder_id="bundled:efficientnet-lite0@abc",
+        sha256=["1" * 64, "2" * 64, "3" * 64, "4" * 64],
+        image_root=str(tmp_path / "images"),
+    )
+    run_file = write_parquet(
+        embeddings_table(embeddings),
+        tmp_path / "embeddings.parquet",
+        embeddings_metadata(embeddings),
+    )
+    download = embeddings_parquet(embeddings)
+    assert download == run_file.read_bytes()
+
+    (tmp_path / "download.parquet").write_bytes(download)
+    reopened = read_embeddings(tmp_path / "download.parquet")
+    assert reopened.encoder_id == embeddings.encoder_id
+    assert reopened.class_names == embeddings.class_names
+    assert reopened.image_root == embeddings.image_root
+    assert reopened.paths == embeddings.paths and reopened.sha256 == embeddings.sha256
+    np.testing.assert_array_equal(reopened.labels, embeddings.labels)
+    np.testing.assert_array_equal(reopened.vectors, embeddings.vectors)
