@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import streamlit as st
 
 from probe_core.encoders import EncoderError
 from probe_core.export import (
     ProbeFileError,
-    embeddings_table,
+    embeddings_parquet,
     predictions_table,
     probe_to_json,
     probe_to_safetensors,
@@ -94,12 +93,10 @@ def downloads(current: shared.Session) -> None:
     embeddings, result = current.embeddings, current.result
     weights = shared.session_probe(current)
     stem = current.file_stem()
-    parquet = io.BytesIO()
-    embeddings_table(embeddings).to_parquet(parquet, index=False)
     columns = st.columns(3)
     columns[0].download_button(
         "Embeddings (Parquet)",
-        parquet.getvalue(),
+        embeddings_parquet(embeddings),
         file_name=f"{stem}_embeddings.parquet",
         mime="application/octet-stream",
     )

@@ -23,6 +23,7 @@ from streamlit.proto.Block_pb2 import Block as BlockProto
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from probe_core.embeddings_io import read_embeddings
 from probe_core.export import predictions_table, read_probe_file, result_label_issues_table
 from probe_core.roots import ROOTS_ENV
 from probe_core.wording import caption_text, file_name_caption
@@ -420,6 +421,14 @@ def test_predict_and_export_page_offers_working_downloads(demo_run, app_env):
     table = pd.read_parquet(io.BytesIO(data))
     assert len(table) == 144
     assert len(table["vector"].iloc[0]) == embeddings.dim
+    # The CLI's embeddings.parquet, metadata included: it reopens with its encoder.
+    reopened_path = app_env.cache_dir / "downloaded_embeddings.parquet"
+    reopened_path.write_bytes(data)
+    reopened = read_embeddings(reopened_path)
+    assert reopened.encoder_id == embeddings.encoder_id
+    assert reopened.class_names == embeddings.class_names == DEMO_CLASSES
+    assert reopened.image_root == embeddings.image_root
+    np.testing.assert_array_equal(reopened.vectors, embeddings.vectors)
 
     name, data = download(at, app_env.media, "Report (standalone HTML)")
     assert name == "demo_efficientnet-lite0_report.html"
