@@ -18,7 +18,7 @@ from probe_core.encoders import EncoderError
 from probe_core.evaluation.duplicates import DEFAULT_DUPLICATE_COSINE
 from probe_core.evaluation.protocols import AUTO_CV_LIMIT, PROTOCOLS
 from probe_core.images import load_image
-from probe_core.probe import ProbeError
+from probe_core.probe import MIN_IMAGES_PER_CLASS, ProbeError
 from probe_core.roots import (
     FolderNotAllowedError,
     configured_roots,
@@ -441,8 +441,11 @@ def preview_embeddings(current: shared.Session) -> None:
     table = pd.DataFrame({"class": embeddings.class_names, "embeddings": counts})
     st.dataframe(table, hide_index=True, height=min(400, 36 + 35 * len(table)))
     for name, count in zip(embeddings.class_names, counts, strict=True):
-        if count < 2:
-            st.warning(f"“{name}” has fewer than 2 embeddings and will be left out of the probe.")
+        if count < MIN_IMAGES_PER_CLASS:
+            st.warning(
+                f"“{name}” has fewer than {plural(MIN_IMAGES_PER_CLASS, 'embedding')} and will"
+                " be left out of the probe."
+            )
 
 
 def preview(current: shared.Session) -> None:
@@ -490,8 +493,11 @@ def preview(current: shared.Session) -> None:
             current.preview_strips[name] = strip
         if strip:
             st.image(strip, width=64)
-        if counts[name] < 2:
-            st.warning(f"“{name}” has fewer than 2 images and will be left out of the probe.")
+        if counts[name] < MIN_IMAGES_PER_CLASS:
+            st.warning(
+                f"“{name}” has fewer than {plural(MIN_IMAGES_PER_CLASS, 'image')} and will be"
+                " left out of the probe."
+            )
     if dataset.skipped:
         with st.expander(f"Skipped files ({len(dataset.skipped):,})"):
             st.dataframe(
