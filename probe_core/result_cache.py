@@ -241,8 +241,8 @@ def map_key(embeddings: Embeddings, **options) -> str:
 # --------------------------------------------------------------------------- value
 
 
-class _Encoder:
-    """A result as a JSON-able tree plus named arrays (no pickle anywhere)."""
+class _JsonWriter:
+    """Serialises a result as a JSON-able tree plus named arrays (no pickle anywhere)."""
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
@@ -379,9 +379,9 @@ class ResultCache:
 
     @staticmethod
     def _write(path: Path, key: str, result: ProbeResult | Projection) -> None:
-        encoder = _Encoder()
-        document = json.dumps(encoder.encode(result), allow_nan=True).encode()
-        arrays = encoder.arrays
+        writer = _JsonWriter()
+        document = json.dumps(writer.encode(result), allow_nan=True).encode()
+        arrays = writer.arrays
         with tempfile.NamedTemporaryFile(
             dir=path.parent, prefix=".tmp-", suffix=".part", delete=False
         ) as handle:
