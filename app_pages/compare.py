@@ -48,7 +48,7 @@ class ComparisonRun:
 
 def require_dataset() -> shared.Session | None:
     """The study once images are loaded (no results needed), or a hint and None."""
-    current = shared.study()
+    current = shared.session()
     if current is not None and current.precomputed:
         return current
     if current is None or current.dataset is None or not current.dataset.items:

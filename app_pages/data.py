@@ -646,10 +646,10 @@ def evaluate(current: shared.Session, encoder) -> bool:
 st.title("Probe Studio")
 st.caption("How well does a frozen image encoder separate the classes in your image folder?")
 run_demo_now = st.session_state.pop("run_demo", False)
-if shared.study() is None or run_demo_now:
+if shared.session() is None or run_demo_now:
     shared.load_demo()
 choose_images()
-current = shared.study()
+current = shared.session()
 st.divider()
 if current.precomputed:
     preview_embeddings(current)

@@ -200,7 +200,7 @@ def probe_digest(weights: ProbeWeights) -> str:
 
 
 st.title("Predict and export")
-predict(shared.study())
+predict(shared.session())
 st.divider()
 current = shared.require_results()
 if current is not None:

@@ -132,14 +132,15 @@ def workspace_janitor() -> WorkspaceJanitor:
     return WorkspaceJanitor(float(st.get_option("server.disconnectedSessionTTL")))
 
 
-def study() -> Session | None:
+def session() -> Session | None:
+    """This browser session's study state (None before a dataset is chosen)."""
     return st.session_state.get("study")
 
 
 def set_dataset(dataset: ImageDataset, label: str, name: str = "") -> None:
     """Start a new study; the previous one's results are dropped (its settings are kept, but
     for the encoder of embeddings opened from a file, which cannot embed images)."""
-    previous = study()
+    previous = session()
     settings = previous.settings if previous else StudySettings()
     if previous is not None and previous.precomputed:
         settings = replace(settings, encoder=StudySettings().encoder)
@@ -157,7 +158,7 @@ def set_embeddings(
 ) -> None:
     """Start a new study on precomputed embeddings; thumbnails come from files on this server
     under the allowed roots (``image_root``, else the folder the file records), when found."""
-    settings = study().settings if study() else StudySettings()
+    settings = session().settings if session() else StudySettings()
     images = ImageLookup.from_paths(embeddings.paths, image_root or embeddings.image_root or None)
     st.session_state.study = Session(
         dataset=None,
@@ -435,7 +436,9 @@ def warm_up_maps() -> None:
     map_worker()
 
 
-def map_key(current: Session, settings: MapSettings) -> tuple:
+def projection_key(current: Session, settings: MapSettings) -> tuple:
+    """Where a map sits in ``current.projections``: its settings and the study's seed (not
+    ``result_cache.map_key``, the on-disk cache key of a map)."""
     return (
         settings.method,
         settings.dims,
@@ -460,7 +463,7 @@ def chosen_map_settings() -> MapSettings:
 def start_first_map(current: Session) -> None:
     """Compute the map the Map page will show first in the background, into the session."""
     settings = chosen_map_settings()
-    key = map_key(current, settings)
+    key = projection_key(current, settings)
     job_key = (id(current), key)
     with _map_jobs_lock:
         if key in current.projections or job_key in _map_jobs:
@@ -493,7 +496,7 @@ def projection_for(
 ) -> Projection:
     """Computed once per setting and kept in the study; waits for a map started in the
     background when the probe ran rather than computing it again."""
-    key = map_key(current, MapSettings(method, dims, n_neighbors, min_dist))
+    key = projection_key(current, MapSettings(method, dims, n_neighbors, min_dist))
     with _map_jobs_lock:
         job = _map_jobs.get((id(current), key))
     if key not in current.projections and job is not None:
@@ -540,7 +543,7 @@ def thumbnails_for(current: Session, indices) -> dict[int, str]:
 
 def require_results() -> Session | None:
     """The study with results, or a hint and None."""
-    current = study()
+    current = session()
     if current is None or current.result is None:
         st.info("No results yet: choose images on the **Data** page and press **Run probe**.")
         if st.button("Run the bundled demo"):

@@ -45,7 +45,7 @@ def wait_for_background_maps() -> None:
 def shown_projection(at, method: str, dims: int):
     """The map the page drew (the other controls at their defaults)."""
     current = study(at)
-    return current.projections[shared.map_key(current, shared.MapSettings(method, dims))]
+    return current.projections[shared.projection_key(current, shared.MapSettings(method, dims))]
 
 
 def quality_metrics(at) -> dict[str, str]:
@@ -71,7 +71,7 @@ def highlighted_indices(at) -> list[int] | None:
 def test_after_run_probe_the_first_map_is_ready_without_computing_it_again(demo, monkeypatch):
     current = study(demo)
     wait_for_background_maps()
-    first_map = shared.map_key(current, shared.MapSettings())
+    first_map = shared.projection_key(current, shared.MapSettings())
     assert first_map in current.projections  # made in the background before the page opened
     made = current.projections[first_map]
 
