@@ -46,6 +46,7 @@ from .evaluation.duplicates import summary as duplicates_summary
 from .evaluation.fewshot import crossing_sentence
 from .evaluation.intervals import CROSS_VALIDATION_CAVEAT
 from .evaluation.protocols import AUTO_CV_LIMIT, DEFAULT_FOLDS, PROTOCOLS, ProbeResult
+from .evaluation.zeroshot import TemplateError, parse_templates
 from .explain.explainer import ExplainError
 from .explain.run_dir import (
     RunFolderError,
@@ -801,10 +802,10 @@ def _compare(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.encoders.split(",") if name.strip()]
     templates = None
     if args.templates:
-        lines = Path(args.templates).read_text(encoding="utf-8").splitlines()
-        templates = [line for line in lines if "{}" in line]
-        if not templates:
-            print(f"error: {args.templates} has no template with {{}}", file=sys.stderr)
+        try:
+            templates = parse_templates(Path(args.templates).read_text(encoding="utf-8"))
+        except TemplateError as error:
+            print(f"error: {args.templates}: {error}", file=sys.stderr)
             return 2
     progress = _ProgressPrinter()
     study = _study(args, _settings(args), progress)

@@ -16,9 +16,11 @@ from probe_core.embeddings import Embeddings
 from probe_core.encoders import Encoder, load_encoder
 from probe_core.evaluation.protocols import run_probe
 from probe_core.evaluation.zeroshot import (
+    TemplateError,
     class_prompts,
     class_text_embeddings,
     default_templates,
+    parse_templates,
     zero_shot,
     zero_shot_predict,
 )
@@ -221,3 +223,39 @@ def test_open_clip_zero_shot_end_to_end_offline(clip_encoder, tmp_path: Path):
     np.testing.assert_array_equal(result.predictions, result.probabilities.argmax(axis=1))
     assert result.templates == ("a photo of a {}.", "a sketch of a {}.")
     assert 0.0 <= result.accuracy.low <= result.accuracy.value <= result.accuracy.high <= 1.0
+
+
+def test_templates_are_lines_each_with_one_slot_for_the_class_name():
+    """One rule for the CLI's --templates file and the app's box."""
+    assert parse_templates("a photo of {}.\n\n  a {} thing  \n") == ["a photo of {}.", "a {} thing"]
+    assert parse_templates("a {0} with {{braces}}") == ["a {0} with {{braces}}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "Write at least one zero-shot template."),
+        ("  \n ", "Write at least one zero-shot template."),
+        ("a photo of {}.\na photo", "Template “a photo” has no {} for the class name."),
+        ("a {} and a {}", "Template “a {} and a {}” has braces other than one {}."),
+        ("a {name}", "Template “a {name}” has braces other than one {}."),
+        ("a {", "Template “a {” has braces other than one {}."),
+    ],
+)
+def test_unusable_templates_are_refused_naming_the_line(text, problem):
+    with pytest.raises(TemplateError) as refused:
+        parse_templates(text)
+    assert str(refused.value) == problem
+
+
+def test_the_cli_refuses_a_templates_file_by_the_same_rule(tmp_path, capsys):
+    from probe_core.cli import main
+
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of {}.\na photo\n", encoding="utf-8")
+    folder = write_image_folder(tmp_path / "images", {"red": 2, "blue": 2})
+    arguments = ["compare", str(folder), "--encoders", "baseline:pixels,baseline:color-histogram"]
+    assert main([*arguments, "--templates", str(templates), "--no-cache"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {templates}: Template “a photo” has no {{}} for the class name."
+    )

@@ -52,6 +52,29 @@ class ZeroShotResult:
     templates: tuple[str, ...] = ()
 
 
+class TemplateError(ValueError):
+    """Prompt templates that cannot be used, with the reason (the first problem found)."""
+
+
+def parse_templates(text: str) -> list[str]:
+    """Templates written one per line (the CLI's ``--templates`` file, the app's box): the
+    non-empty lines, stripped, each with exactly one ``{}`` for the class name; else
+    ``TemplateError`` saying which line is wrong and why. One rule for the CLI and the app."""
+    templates = [line.strip() for line in text.splitlines() if line.strip()]
+    if not templates:
+        raise TemplateError("Write at least one zero-shot template.")
+    for template in templates:
+        try:
+            slots = template.format("\0").count("\0")  # where the class name goes
+        except (IndexError, KeyError, ValueError):
+            slots = -1
+        if slots == 0:
+            raise TemplateError(f"Template “{template}” has no {{}} for the class name.")
+        if slots != 1:
+            raise TemplateError(f"Template “{template}” has braces other than one {{}}.")
+    return templates
+
+
 def default_templates() -> tuple[Template, ...]:
     """open_clip's OpenAI ImageNet prompt templates (80 callables)."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
