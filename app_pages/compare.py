@@ -18,7 +18,12 @@ from probe_core.encoders import EncoderError, EncoderInfo, describe, ready_sets
 from probe_core.evaluation.comparison import comparison_table, pairs_table, per_image_table
 from probe_core.evaluation.fewshot import crossing_sentence, fewshot_table
 from probe_core.evaluation.intervals import Estimate
-from probe_core.evaluation.zeroshot import default_templates, template_text
+from probe_core.evaluation.zeroshot import (
+    TemplateError,
+    default_templates,
+    parse_templates,
+    template_text,
+)
 from probe_core.figures import confusion_figure, embedding_figure, fewshot_figure
 from probe_core.probe import ProbeError
 from probe_core.projection import Projection, project
@@ -72,21 +77,6 @@ def percent(estimate: Estimate) -> str:
     return f"{estimate.value:.1%} (95% CI {estimate.low:.1%} to {estimate.high:.1%})"
 
 
-def parse_templates(text: str) -> tuple[list[str], str | None]:
-    """The non-empty lines, and what is wrong with them (None when they are usable)."""
-    templates = [line.strip() for line in text.splitlines() if line.strip()]
-    if not templates:
-        return templates, "Write at least one zero-shot template."
-    for template in templates:
-        try:
-            filled = template.format("CLASS")
-        except (IndexError, KeyError, ValueError):
-            return templates, f"Template “{template}” has braces other than one `{{}}`."
-        if "CLASS" not in filled:
-            return templates, f"Template “{template}” has no `{{}}` for the class name."
-    return templates, None
-
-
 def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]] | None:
     """The encoders, few-shot flag and templates when the form was submitted, else None."""
     infos = shared.available_encoders()
@@ -137,9 +127,10 @@ def comparison_form(current: shared.Session) -> tuple[list[str], bool, list[str]
         submitted = st.form_submit_button("Compare", type="primary")
     if not submitted:
         return None
-    templates, problem = parse_templates(text)
-    if problem:
-        st.error(problem)
+    try:
+        templates = parse_templates(text)
+    except TemplateError as problem:
+        st.error(str(problem))
         return None
     return names, fewshot, templates
 

@@ -201,7 +201,7 @@ def test_a_template_without_a_class_slot_is_refused():
     at = open_page(new_app(), COMPARE)
     at.text_area(key="compare_templates").set_value("a photo of {}.\na photo")
     compare(at)
-    assert values(at.error) == ["Template “a photo” has no `{}` for the class name."]
+    assert values(at.error) == ["Template “a photo” has no {} for the class name."]
     assert "comparison_run" not in at.session_state
 
 
