@@ -55,6 +55,8 @@ def headline(current: shared.Session) -> None:
         f" {metrics.chance_accuracy:.1%} · exported probe: C = {result.chosen_c:.3g} chosen by"
         f" {result.sweep.described} · encoder `{current.embeddings.encoder_id}`{spread}"
     )
+    if current.path_choice is not None and not current.precomputed:
+        st.caption(f"Execution path {current.path_choice.describe()}")
     if cross_validated:
         st.caption(CROSS_VALIDATION_CAVEAT)
     warning = st.session_state.pop("run_warning", None)

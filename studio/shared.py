@@ -15,6 +15,7 @@ from streamlit import runtime
 from streamlit.logger import get_logger
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from probe_core.acceleration import PathChoice
 from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
 from probe_core.decode_check import check_decoding
@@ -65,6 +66,7 @@ class Session:
     images: ImageLookup = field(default_factory=ImageLookup)  # for thumbnails
     name: str = ""  # short dataset name for file names ("demo", a zip's or folder's name)
     shipped_probe: tuple[ProbeResult, ProbeWeights] | None = None  # see session_probe
+    path_choice: PathChoice | None = None  # the execution path that embedded ``embeddings``
 
     def file_stem(self, encoders: str | list[str] | None = None) -> str:
         """What this study's downloads are named after: the dataset and the encoder(s)."""
@@ -344,6 +346,7 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
         bar.empty()
         log.info("session %s left the embedding queue", session_id)
         st.stop()
+    current.path_choice = encoder.path_choice
     bar.progress(
         1.0,
         text=f"Embedded {plural(embeddings.n_computed, 'image')},"

@@ -258,6 +258,9 @@ def test_results_page_shows_headline_metrics_each_with_a_95_ci(demo_run):
         assert f"95% CI {estimate.low:.1%} to {estimate.high:.1%}" in captions
     assert sum(c.startswith("95% CI ") for c in captions) == 4
     assert any(c.startswith("144 images scored") for c in captions)
+    # Which execution path embedded the images, and when it was decided (kept beside the cache).
+    (path_caption,) = [c for c in captions if c.startswith("Execution path ")]
+    assert ", decided 20" in path_caption
     assert "out-of-fold predictions" in " ".join(captions)  # the cv caveat
     assert values(at.subheader)[:5] == [
         "Confusion matrix",
