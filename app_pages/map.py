@@ -3,20 +3,17 @@ box/lasso selection."""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from probe_core.embeddings import Embeddings
 from probe_core.evaluation.map_quality import DEFAULT_NEIGHBOURS
-from probe_core.figures import COLOR_BY, embedding_figure, map_frame
+from probe_core.figures import COLOR_BY, add_disagreement_layer, embedding_figure, map_frame
 from probe_core.projection import MapScore, Projection, score_map
 from probe_core.wording import caption_text, plural
 from studio import shared
 from studio.components import hover_thumbnails
 from studio.why import chosen as why_chosen
 from studio.why import why_button, why_panel
-
-DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
 
 
 def map_score(projection: Projection, embeddings: Embeddings) -> MapScore | None:
@@ -70,33 +67,6 @@ def show_map_quality(score: MapScore | None, projection: Projection) -> bool:
         help="Ringed points: the majority label of their neighbours on the map differs from"
         " that of their neighbours in the full embedding.",
     )
-
-
-def add_disagreement_layer(
-    figure: go.Figure, projection: Projection, embeddings: Embeddings, indices
-) -> None:
-    """Ring the given points in a trace of their own (same customdata as the others)."""
-    indices = [int(i) for i in indices]
-    coords = projection.coords[indices]
-    common = {
-        "mode": "markers",
-        "name": f"neighbourhood differs on the map ({len(indices)})",
-        "customdata": [[embeddings.paths[i], i] for i in indices],
-        "hovertemplate": "%{customdata[0]}<br>map neighbourhood differs<extra></extra>",
-    }
-    if projection.n_components == 3:
-        trace = go.Scatter3d(
-            x=coords[:, 0],
-            y=coords[:, 1],
-            z=coords[:, 2],
-            marker={**DISAGREEMENT_MARKER, "size": 6},
-            **common,
-        )
-    else:
-        trace = go.Scatter(
-            x=coords[:, 0], y=coords[:, 1], marker={**DISAGREEMENT_MARKER, "size": 13}, **common
-        )
-    figure.add_trace(trace)
 
 
 current = shared.require_results()

@@ -26,6 +26,7 @@ COLOR_TITLES = {
 LEGEND_TITLES = {"true": "true class", "predicted": "predicted class", "correct": "prediction"}
 THREE_D_EYE = {"x": 1.6, "y": 1.6, "z": 1.1}
 NOT_SCORED = "train (not scored)"
+DISAGREEMENT_MARKER = {"symbol": "circle-open", "color": "black", "line": {"width": 2}}
 # One qualitative colour per class, by its position in the class list, set on the figure
 # itself: a standalone file then draws what the app draws (Streamlit's own template only holds
 # placeholder colours, #000001 …, that its front end replaces). D3's category10, then
@@ -170,6 +171,33 @@ def embedding_figure(
         figure.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
     figure.update_layout(title=label, legend_title_text=LEGEND_TITLES[color_by], margin={"t": 50})
     return figure
+
+
+def add_disagreement_layer(
+    figure: go.Figure, projection: Projection, embeddings: Embeddings, indices
+) -> None:
+    """Ring the given points in a trace of their own (same customdata as the others)."""
+    indices = [int(i) for i in indices]
+    coords = projection.coords[indices]
+    common = {
+        "mode": "markers",
+        "name": f"neighbourhood differs on the map ({len(indices)})",
+        "customdata": [[embeddings.paths[i], i] for i in indices],
+        "hovertemplate": "%{customdata[0]}<br>map neighbourhood differs<extra></extra>",
+    }
+    if projection.n_components == 3:
+        trace = go.Scatter3d(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            z=coords[:, 2],
+            marker={**DISAGREEMENT_MARKER, "size": 6},
+            **common,
+        )
+    else:
+        trace = go.Scatter(
+            x=coords[:, 0], y=coords[:, 1], marker={**DISAGREEMENT_MARKER, "size": 13}, **common
+        )
+    figure.add_trace(trace)
 
 
 def sweep_figure(sweep: SweepResult) -> go.Figure:

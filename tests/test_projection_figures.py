@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from probe_core.evaluation.protocols import run_probe
-from probe_core.figures import confusion_figure, embedding_figure, sweep_figure
+from probe_core.figures import (
+    add_disagreement_layer,
+    confusion_figure,
+    embedding_figure,
+    sweep_figure,
+)
 from probe_core.projection import project
 from tests.test_probe import clustered_embeddings
 
@@ -87,3 +92,22 @@ def test_sweep_figure_marks_the_chosen_c(run):
     assert list(figure.data[0].x) == list(result.sweep.c_values)
     assert figure.layout.xaxis.type == "log"
     assert result.chosen_c in figure.data[1].x
+
+
+@pytest.mark.parametrize("n_components", [2, 3])
+def test_the_disagreement_layer_rings_exactly_the_given_points(run, n_components):
+    embeddings, result = run
+    projection = project(embeddings.vectors, method="pca", n_components=n_components)
+    figure = embedding_figure(projection, embeddings, result)
+    before = len(figure.data)
+    add_disagreement_layer(figure, projection, embeddings, [3, 7])
+    assert len(figure.data) == before + 1
+    ring = figure.data[-1]
+    assert ring.type == ("scatter3d" if n_components == 3 else "scatter")
+    assert ring.name == "neighbourhood differs on the map (2)"
+    assert ring.marker.symbol == "circle-open"
+    assert [tuple(row) for row in ring.customdata] == [
+        (embeddings.paths[3], 3),
+        (embeddings.paths[7], 7),
+    ]
+    np.testing.assert_allclose(ring.x, projection.coords[[3, 7], 0])
