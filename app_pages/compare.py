@@ -26,7 +26,7 @@ from probe_core.evaluation.zeroshot import (
 )
 from probe_core.figures import confusion_figure, embedding_figure, fewshot_figure
 from probe_core.probe import ProbeError
-from probe_core.projection import Projection, project
+from probe_core.projection import Projection
 from probe_core.roots import FolderNotAllowedError, configured_roots, resolve_server_path
 from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySettings
 from probe_core.wording import plural
@@ -320,13 +320,13 @@ def zero_and_few_shot(run: ComparisonRun) -> None:
 
 
 def projection_of(run: ComparisonRun, name: str, method: str) -> Projection:
-    """Each encoder's map, computed once per method and kept with the comparison."""
+    """Each encoder's map through ``Study.project`` and the server's map cache (the Map
+    page's maps come the same way), kept with the comparison once computed."""
     key = (name, method)
     if key not in run.projections:
         with st.spinner(f"{method.upper()} of {name}…"):
-            run.projections[key] = project(
-                run.outcome.embeddings[name].vectors, method=method, seed=run.settings.seed
-            )
+            study = Study(run.settings, result_cache=shared.result_cache())
+            run.projections[key] = study.project(run.outcome.embeddings[name], method=method)
     return run.projections[key]
 
 
