@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import streamlit as st
@@ -20,6 +21,7 @@ from probe_core.cache import EmbeddingCache
 from probe_core.dataset import IMAGE_EXTENSIONS, ImageDataset
 from probe_core.decode_check import check_decoding
 from probe_core.devices import pick_device
+from probe_core.embed import usable_cores
 from probe_core.embedding_queue import EmbeddingQueue, QueueLeft, QueuePlace
 from probe_core.embeddings import Embeddings
 from probe_core.embeddings_io import PrecomputedEmbeddings
@@ -370,13 +372,60 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
     return embeddings
 
 
-def fit_probe(current: Session, encoder: Encoder | None) -> ProbeResult:
-    """The probe's result (``encoder`` None for precomputed embeddings)."""
-    start_first_map(current)  # in the background, while the probe fits
+# Probe fits at once on this server: one per core. A fit of a small folder is mostly Python
+# (the C search's many small L-BFGS fits) under the GIL, so 30 sessions fitting at once ran no
+# faster than two at a time, and every one of them finished late (bench/classroom.py).
+FIT_SLOTS = usable_cores()
+_fit_slots = threading.BoundedSemaphore(FIT_SLOTS)
+_fits_waiting = 0
+_fits_waiting_lock = threading.Lock()
+
+
+def sessions_waiting_to_fit() -> int:
+    return _fits_waiting
+
+
+@contextmanager
+def fit_slot() -> Iterator[float]:
+    """Hold one of the server's probe-fitting slots; while none is free, the page says how
+    many sessions wait. Yields the seconds waited. A session that disconnects stops waiting."""
+    global _fits_waiting
     started = time.perf_counter()
-    result = study_runner(current, encoder).evaluate(current.embeddings)
+    if not _fit_slots.acquire(blocking=False):
+        note = st.empty()
+        _, alive = this_session()
+        with _fits_waiting_lock:
+            _fits_waiting += 1
+        try:
+            while not _fit_slots.acquire(timeout=0.5):
+                note.caption(
+                    f"Waiting for a free core to fit the probe: {plural(FIT_SLOTS, 'session')}"
+                    f" fitting, {plural(_fits_waiting, 'session')} waiting."
+                )
+                if alive is not None and not alive():
+                    st.stop()
+        finally:
+            with _fits_waiting_lock:
+                _fits_waiting -= 1
+        note.empty()
+    try:
+        yield time.perf_counter() - started
+    finally:
+        _fit_slots.release()
+
+
+def fit_probe(current: Session, encoder: Encoder | None) -> ProbeResult:
+    """The probe's result (``encoder`` None for precomputed embeddings), fitted in one of the
+    server's fitting slots."""
+    start_first_map(current)  # in the background, while the probe fits
+    with fit_slot() as waited:
+        started = time.perf_counter()
+        result = study_runner(current, encoder).evaluate(current.embeddings)
     log.info(
-        "session %s fitted the probe in %.2f s", this_session()[0], time.perf_counter() - started
+        "session %s fitted the probe in %.2f s after %.2f s waiting for a free core",
+        this_session()[0],
+        time.perf_counter() - started,
+        waited,
     )
     return result
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import io
+import threading
+import time
 
 import numpy as np
 
@@ -24,13 +26,15 @@ from tests.test_app import (  # noqa: F401 - app_env: the private cache and sess
 )
 
 
-def distinct_upload(classes: list[str], per_class: int) -> list[tuple[str, bytes, str]]:
+def distinct_upload(
+    classes: list[str], per_class: int, first: int = 7_000
+) -> list[tuple[str, bytes, str]]:
     """A picked folder whose images no other test embeds (the embedding cache is shared)."""
     files = []
     for index, name in enumerate(classes):
         for variant in range(per_class):
             buffer = io.BytesIO()
-            pattern_image(index, 7_000 + variant).save(buffer, "PNG")
+            pattern_image(index, first + variant).save(buffer, "PNG")
             files.append((f"queued/{name}/{variant}.png", buffer.getvalue(), "image/png"))
     return files
 
@@ -59,3 +63,33 @@ def test_the_loaded_libraries_are_out_of_the_collectors_sight():
     # Streamlit's full collection after every run would otherwise walk every torch, Plotly
     # and scikit-learn object each time (see shared.freeze_loaded_objects).
     assert gc.get_freeze_count() > 100_000
+
+
+def test_a_session_waits_for_a_free_fitting_slot_then_fits():
+    at = new_app()
+    uploader(at, "browse_").set_value(distinct_upload(["ants", "bees"], 4, 8_000)).run()
+    for _ in range(shared.FIT_SLOTS):  # every core is fitting another session's probe
+        shared._fit_slots.acquire()
+    failed = []
+
+    def press() -> None:
+        try:
+            run_probe(at)
+        except BaseException as error:  # handed to the test
+            failed.append(error)
+
+    presser = threading.Thread(target=press)
+    try:
+        presser.start()
+        deadline = time.monotonic() + 600  # a ceiling: the loop ends once the session waits
+        while shared.sessions_waiting_to_fit() == 0 and presser.is_alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert shared.sessions_waiting_to_fit() == 1  # it embedded, then waited for a core
+    finally:
+        for _ in range(shared.FIT_SLOTS):
+            shared._fit_slots.release()
+    presser.join(600)
+    assert failed == []
+    assert study(at).result is not None
+    assert shared.sessions_waiting_to_fit() == 0
