@@ -102,32 +102,26 @@ class BatchRecord:
     seconds: float
 
 
+RECENT_BATCHES = 1_000  # batch records kept for QueueStats.recent; the totals count them all
+
+
 @dataclass(frozen=True)
 class QueueStats:
-    """What the queue has done so far: how full its batches were."""
+    """What the queue has done since it started: how many batches, how full."""
 
     batch_size: int
-    batches: tuple[BatchRecord, ...]
+    batches: int
+    images: int
+    full_batches: int
+    shared_batches: int  # batches that held images of more than one session
     waiting_sessions: int
-
-    @property
-    def images(self) -> int:
-        return sum(batch.images for batch in self.batches)
+    recent: tuple[BatchRecord, ...] = ()  # the latest batches, oldest first
 
     @property
     def fill(self) -> float:
         """Images per batch slot over every batch run (1.0: every batch full)."""
-        slots = len(self.batches) * self.batch_size
+        slots = self.batches * self.batch_size
         return self.images / slots if slots else 0.0
-
-    @property
-    def full_batches(self) -> int:
-        return sum(1 for batch in self.batches if batch.images == self.batch_size)
-
-    @property
-    def shared_batches(self) -> int:
-        """Batches that held images of more than one session."""
-        return sum(1 for batch in self.batches if batch.sessions > 1)
 
 
 @dataclass
@@ -216,7 +210,8 @@ class EmbeddingQueue:
         self._encode = encode
         self._lanes: OrderedDict[Hashable, _Lane] = OrderedDict()
         self._condition = threading.Condition()
-        self._batches: list[BatchRecord] = []
+        self._recent: deque[BatchRecord] = deque(maxlen=RECENT_BATCHES)
+        self._totals = {"batches": 0, "images": 0, "full_batches": 0, "shared_batches": 0}
         self._seconds_per_batch: float | None = None
         self._batch_started: float | None = None
         self._closed = False
@@ -332,7 +327,12 @@ class EmbeddingQueue:
 
     def stats(self) -> QueueStats:
         with self._condition:
-            return QueueStats(self.batch_size, tuple(self._batches), len(self._lanes))
+            return QueueStats(
+                self.batch_size,
+                **self._totals,
+                waiting_sessions=len(self._lanes),
+                recent=tuple(self._recent),
+            )
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the worker; requests still waiting leave the queue."""
@@ -497,9 +497,12 @@ class EmbeddingQueue:
     def _deliver(self, batch, vectors, failures, error, seconds) -> None:
         with self._condition:
             self._batch_started = None
-            self._batches.append(
-                BatchRecord(len(batch), len({ticket.session for ticket, _ in batch}), seconds)
-            )
+            record = BatchRecord(len(batch), len({ticket.session for ticket, _ in batch}), seconds)
+            self._recent.append(record)
+            self._totals["batches"] += 1
+            self._totals["images"] += record.images
+            self._totals["full_batches"] += record.images == self.batch_size
+            self._totals["shared_batches"] += record.sessions > 1
             if error is None:
                 average = self._seconds_per_batch
                 weight = SECONDS_PER_BATCH_WEIGHT

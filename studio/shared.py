@@ -363,7 +363,7 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
         embeddings.n_from_cache,
         embeddings.seconds,
         first_rows.get("at", time.perf_counter()) - started,
-        len(stats.batches),
+        stats.batches,
         stats.batch_size,
         stats.images,
         stats.fill,

@@ -119,7 +119,7 @@ def test_small_requests_from_many_sessions_fill_shared_batches(queue, recording)
     # instead of eight batches of 6 (37% full).
     assert [len(batch) for batch in recording.batches] == [16, 16, 16]
     assert stats.fill == 1.0 and stats.full_batches == 3 and stats.shared_batches == 3
-    assert [record.sessions for record in stats.batches] == [3, 4, 3]
+    assert [record.sessions for record in stats.recent] == [3, 4, 3]
     for n, ticket in enumerate(tickets):
         assert sorted(ticket.vectors) == list(range(6))
         for i, row in ticket.vectors.items():
