@@ -7,8 +7,9 @@ batches, and the cores shared 30 ways. The queue instead has one worker thread. 
 submit the images they need embedded (``EmbeddingQueue.submit``: what the embedding cache
 did not hold, de-duplicated, see ``embed.extract_embeddings``); the worker cuts batches from
 all of them and runs each through ``embed.encode_items``, the same decoding, preprocessing,
-forward pass and normalisation as a session embedding alone. A row's vector does not depend
-on the other rows of its batch, so every session gets bit-identical vectors to a solo run.
+forward pass and normalisation as a session embedding alone. Every forward pass has the
+model's fixed batch shape (``extraction.forward_batch``), so a row's vector does not depend on
+the other rows of its batch: every session gets bit-identical vectors to a solo run.
 
 Fair turns. Sessions take turns in the order they arrived (round robin). In its turn a
 session contributes up to ``quantum`` images (default 64: a small folder in one turn), then
@@ -187,7 +188,7 @@ class _Lane:
 class EmbeddingQueue:
     """Embeds the images of every session through one encoder, in shared batches.
 
-    ``batch_size``: images per forward batch (the encoder's device default);
+    ``batch_size``: images per shared batch (the encoder's fixed forward batch shape);
     ``quantum``: images a session contributes per turn; ``gather_seconds``: how long a batch
     with room waits for more requests before it runs.
     """
@@ -204,7 +205,10 @@ class EmbeddingQueue:
         if quantum < 1:
             raise ValueError(f"quantum must be at least 1, not {quantum}")
         self.encoder = encoder
-        self.batch_size = batch_size or default_batch_size(encoder.device)
+        # One shared batch is one forward pass: the model's fixed batch shape (the extraction
+        # core pads a short batch to it; ``extraction.forward_batch``).
+        self.batch_size = batch_size or getattr(encoder, "forward_rows", 0)
+        self.batch_size = self.batch_size or default_batch_size(encoder.device)
         self.quantum = quantum
         self.gather_seconds = gather_seconds
         self._encode = encode
