@@ -53,6 +53,7 @@ def why_button(place: str, target: int | str, *, key: str | None = None) -> None
 
 def _choose(place: str, target: int | str) -> None:
     st.session_state[CHOSEN] = {"place": place, "target": target}
+    st.session_state.pop(f"why_class_{place}", None)  # a new image starts with its prediction
 
 
 def _close() -> None:
@@ -236,13 +237,17 @@ def show_deletion(where, check: DeletionCheck) -> None:
         [
             {
                 "hidden": f"{step.fraction:.0%}",
-                "drop (map)": round(step.salient_drop, 3),
-                "drop (random)": round(step.random_drop, 3),
+                "drop (map)": step.salient_drop,
+                "drop (random)": step.random_drop,
                 "beats random": step.beats_random,
             }
             for step in check.steps
         ],
         hide_index=True,
+        column_config={
+            "drop (map)": st.column_config.NumberColumn(format="%.2f"),
+            "drop (random)": st.column_config.NumberColumn(format="%.2f"),
+        },
     )
 
 

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.browser
 st_server = test_browser.st_server
 open_app = test_browser.open_app
 
-# The demo's mistake the README explains: an emoji of the objects folder that the probe
-# (out of sample) takes for animals_nature.
-MISTAKE = "fire_extinguisher.png"
+# The demo's mistake the README explains: the monkey face of the animals_nature folder, which
+# the probe (out of sample) takes for smileys_emotion.
+MISTAKE = "monkey_face.png"
 VIEWPORT = {"width": 1400, "height": 3000}  # the whole panel in view, for its screenshot
 
 
@@ -30,7 +30,7 @@ def test_why_on_a_mistake_shows_the_overlay_and_the_neighbours(open_app):
     page = open_app(VIEWPORT)
     run_probe_and_open_results(page)
     caption = page.get_by_test_id("stCaptionContainer").filter(
-        has_text=re.compile(re.escape(MISTAKE) + r"\s*objects → animals_nature")
+        has_text=re.compile(re.escape(MISTAKE) + r"\s*animals_nature → smileys_emotion")
     )
     # Its card's "Why?" button: the element right after the caption.
     caption.locator(
@@ -40,7 +40,7 @@ def test_why_on_a_mistake_shows_the_overlay_and_the_neighbours(open_app):
 
     panel = page.locator(".st-key-why_panel_mistakes")
     panel.get_by_role("heading", name=f"Why? {MISTAKE}").wait_for(timeout=LONG)
-    overlay = panel.get_by_test_id("stImage").filter(has_text="Evidence for animals_nature")
+    overlay = panel.get_by_test_id("stImage").filter(has_text="Evidence for smileys_emotion")
     overlay.wait_for(timeout=LONG)  # the saliency and its deletion check are computed
     wait_for_idle(page)
 
@@ -51,7 +51,7 @@ def test_why_on_a_mistake_shows_the_overlay_and_the_neighbours(open_app):
     assert panel.get_by_text("Method: Grad-CAM (last convolutional stage).").is_visible()
     sentence = panel.get_by_text(re.compile(r"^Hiding the highlighted 10% ")).inner_text()
     assert re.fullmatch(
-        r"Hiding the highlighted 10% lowers P\(animals_nature\) by \d\.\d\d; hiding a random 10%"
+        r"Hiding the highlighted 10% lowers P\(smileys_emotion\) by \d\.\d\d; hiding a random 10%"
         r" (lowers|raises) it by \d\.\d\d \(mean of 8 draws; .+\)\.",
         sentence,
     ), sentence
@@ -67,8 +67,8 @@ def test_why_on_a_mistake_shows_the_overlay_and_the_neighbours(open_app):
     assert thumbnails.count() >= 1 + 8  # the overlay, the neighbours, the class's images
     # The class it was taken for, and its own class.
     assert [tab.inner_text() for tab in panel.get_by_role("tab").all()] == [
+        "Class smileys_emotion",
         "Class animals_nature",
-        "Class objects",
     ]
     assert panel.get_by_text(re.compile(r"^Ranked by the probe's margin")).first.is_visible()
 
