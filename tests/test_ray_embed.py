@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from probe_core import distributed
+from probe_core.acceleration import readable_time
 from probe_core.cache import EmbeddingCache, content_digest
 from probe_core.cli import main
 from probe_core.dataset import scan_folder
@@ -350,9 +351,10 @@ def test_run_embed_local_at_three_batch_sizes_and_ray_give_the_same_bits_and_num
     common = ["--projection", "none", "--seed", "0", "--no-cache"]
     ran = cli(["run", str(DEMO_DIR), "--out", str(tmp_path / "run"), *common])
     assert ran.code == 0, ran.stderr
-    assert f"execution path {encoder.precision}, decided {encoder.path_choice.decided_at}" in (
-        ran.stdout
-    )
+    decided = readable_time(encoder.path_choice.decided_at)
+    assert (
+        f"execution path {encoder.precision}, decided {decided} (stored decision, no calibration)"
+    ) in ran.stdout
     reference = pd.read_parquet(tmp_path / "run" / "embeddings.parquet").set_index("path")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     recorded = metrics["settings"]["execution_path"]
