@@ -9,8 +9,9 @@ Choosing C: the one-standard-error rule (``choose_c``, ``DEFAULT_C_RULE``): ever
 image's log loss is pooled over the inner splits, and the smallest C (the strongest
 regularisation) whose mean validation log loss is within one standard error of the lowest
 wins. Log loss moves smoothly with the weights, so noise of 1e-6 in the embeddings (another
-batch size or engine) cannot flip the choice as a one-image tie in accuracy could; the few-shot
-curves (``evaluation.fewshot``) choose by the same function. From
+batch size or engine) no longer flips the choice through a one-image tie in accuracy (it still
+can when a C's log loss, itself from a fit stopped at the solver's tolerance, sits at the bar:
+bench/c_rule.py); the few-shot curves (``evaluation.fewshot``) choose by the same function. From
 ``COARSE_TO_FINE_MIN_IMAGES`` images on, a coarse-to-fine search (as in the CLIP paper)
 measures the grid every ``COARSE_STRIDE`` steps, then halves the step around the chosen C (and
 the lowest-loss C it is measured from) down to the grid's own step; fewer images measure the
@@ -110,8 +111,8 @@ def choose_c(scores: Mapping[int, ValidationScores], rule: str = DEFAULT_C_RULE)
 
     - "one-standard-error": the smallest C (the strongest regularisation) whose mean
       validation log loss is within one standard error of the lowest. Log loss moves
-      smoothly with the weights, so float noise in the embeddings cannot flip the choice
-      the way a one-image tie in accuracy can.
+      smoothly with the weights, so float noise in the embeddings does not flip the choice
+      through a one-image tie in accuracy, as it can the old rule's.
     - "log-loss": the lowest mean validation log loss.
     - "best-accuracy": the best mean validation accuracy, ties to the lower log loss (the
       rule before issue 19, kept to compare with in ``bench/c_rule.py``: one image

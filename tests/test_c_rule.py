@@ -1,5 +1,6 @@
 """How C is chosen: one rule (``probe.choose_c``, the one-standard-error rule on validation log
-loss) for the probe and the few-shot curves, and float noise in the embeddings cannot flip it."""
+loss) for the probe and the few-shot curves; on the demo, float noise in the embeddings does
+not move it."""
 
 from __future__ import annotations
 
