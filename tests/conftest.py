@@ -106,19 +106,26 @@ def chromium_executable() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def chromium_browser():
+def playwright_driver():
+    """The one Playwright of the test session: its sync API allows one at a time per process,
+    so every browser (``chromium_browser``, the fake-camera one) is launched from it."""
+    with sync_api.sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def chromium_browser(playwright_driver):
     """Debian's Chromium, headless, through Playwright's sync API."""
     executable = chromium_executable()
     if executable is None:
         pytest.fail(
             "no Chromium binary found: run `apt-get install chromium` (scripts/test.sh does)"
         )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = playwright_driver.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def free_port() -> int:
