@@ -225,13 +225,17 @@ def webcam_classes() -> None:
 
 def new_class_form(captures: CaptureSet) -> None:
     def add() -> None:
+        typed = st.session_state.get("webcam_new_class", "")
+        if not typed.strip() and st.session_state.get("webcam_just_added"):
+            return  # the click that left the field, whose change already added the class
         try:
-            added = captures.add_class(st.session_state.get("webcam_new_class", ""))
+            added = captures.add_class(typed)
         except CaptureError as error:
             st.session_state.webcam_error = str(error)
         else:
             st.session_state.webcam_active = added
             st.session_state.webcam_new_class = ""
+            st.session_state.webcam_just_added = True
 
     name_col, add_col = st.columns([3, 1], vertical_alignment="bottom")
     placeholder = "e.g. thumbs up" if not captures.class_names else "the next class"
@@ -239,6 +243,7 @@ def new_class_form(captures: CaptureSet) -> None:
         "Name a class", key="webcam_new_class", placeholder=placeholder, on_change=add
     )
     add_col.button("Add this class", key="webcam_add_class", on_click=add, width="stretch")
+    st.session_state.webcam_just_added = False  # for the next run's callbacks
     error = st.session_state.pop("webcam_error", None)
     if error:
         st.error(f"Class not added: {error}.")
@@ -252,7 +257,7 @@ def capture_class(captures: CaptureSet, name: str) -> None:
     with st.container(border=True, key=f"webcam_class_{_css_safe(name)}"):
         head, remove = st.columns([4, 1], vertical_alignment="center")
         counts = plural(len(images), "image")
-        if images and frames != len(images):
+        if 0 < frames < len(images):
             counts += f" ({plural(frames, 'webcam frame')}, {len(images) - frames:,} added)"
         head.markdown(f"**{caption_text(name)}** · {counts}", unsafe_allow_html=True)
         remove.button(

@@ -13,7 +13,6 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from playwright import sync_api
 
 from tests import test_browser
 from tests.conftest import CHROMIUM_ARGS, chromium_executable, pattern_image
@@ -38,19 +37,18 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 @pytest.fixture(scope="module")
-def camera_browser():
+def camera_browser(playwright_driver):
     """Chromium with a fake camera whose permission is already granted."""
     executable = chromium_executable()
     if executable is None:
         pytest.fail("no Chromium binary found: run `apt-get install chromium`")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(executable), args=CHROMIUM_ARGS + FAKE_CAMERA
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = playwright_driver.chromium.launch(
+        executable_path=str(executable), args=CHROMIUM_ARGS + FAKE_CAMERA
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture
@@ -200,3 +198,39 @@ def test_record_two_classes_run_the_probe_and_watch_the_live_bars(camera_page, t
         and urlsplit(url).hostname not in LOOPBACK
     ]
     assert outside == []
+
+
+def test_without_a_camera_the_tab_says_so_and_uploads_still_fill_a_class(
+    st_server, chromium_browser, tmp_path
+):
+    """Chromium without the fake camera (no device, no permission): the recorder says why
+    there is no camera, the page points to the uploaders, and a class fills from an upload."""
+    context = chromium_browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(SHORT)
+    page = context.new_page()
+    try:
+        page.goto(st_server)
+        page.get_by_role("button", name="Run probe").wait_for(timeout=LONG)
+        open_tab(page, "Webcam")
+        page.get_by_role("button", name="Turn on the camera").click()
+        page.get_by_text(
+            "Without the camera, each class still takes images from its uploader"
+        ).wait_for(timeout=LONG)
+        message = page.locator(".ps-message").inner_text()
+        assert message.startswith(("No camera was found", "Camera permission was refused")), message
+        assert page.get_by_role("button", name="Hold to record").is_disabled()
+
+        add_class(page, "mugs")
+        image = tmp_path / "mug.png"
+        pattern_image(0, 1).save(image)
+        class_card(page, "mugs").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+            image
+        )
+        deadline = time.monotonic() + LONG / 1000
+        while card_count(page, "mugs") != 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert card_count(page, "mugs") == 1
+        assert page.get_by_test_id("stAlertContentError").count() == 0
+        shot(page, "webcam-no-camera")
+    finally:
+        context.close()
