@@ -60,6 +60,9 @@ OPSET = 18  # the torch.export-based exporter's lowest; onnxruntime and onnxrunt
 DEFAULT_CHECK_IMAGES = 128
 MIN_CLASS_AGREEMENT = 0.99
 MAX_PROBABILITY_DIFFERENCE = 1e-3
+# Two classes whose probabilities in ``predict`` lie within this are a tie: either is its
+# argmax, so the graph naming the other still agrees (float32 probabilities resolve ~1e-7).
+TIE_TOLERANCE = 1e-6
 CHECK_BATCH = 16
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit: larger weights go beside the file
 INTERPOLATIONS = {
@@ -98,6 +101,7 @@ class SelfCheck:
     max_embedding_difference: float
     reference: str
     n_unreadable: int = 0  # sampled files that could not be decoded (skipped by both)
+    n_ties: int = 0  # of n_agree: another class of a tie (within TIE_TOLERANCE) in predict
     # Against the run's own vectors (its execution path, e.g. int8-dynamic): for information.
     run_path: str = ""
     run_path_n_images: int = 0
@@ -124,6 +128,11 @@ class SelfCheck:
             f" at least {MIN_CLASS_AGREEMENT:.0%} required), probabilities within"
             f" {self.max_probability_difference:.1e} (at most {MAX_PROBABILITY_DIFFERENCE:.0e})"
         )
+        if self.n_ties:
+            sentence += (
+                f"; {self.n_ties} of them a tie in `predict` (two classes within"
+                f" {TIE_TOLERANCE:.0e}), where the graph named the other class"
+            )
         if self.run_path_n_images:
             sentence += (
                 f"; against the run's own {self.run_path} vectors: the same class on"
@@ -449,7 +458,7 @@ def check_classifier(
         return SelfCheck(0, 0, float("inf"), float("inf"), _REFERENCE, unreadable)
     onnx_probabilities = np.concatenate(probabilities)
     expected = np.stack([by_name[name].probabilities for name in names])
-    agree = int(np.sum(onnx_probabilities.argmax(axis=1) == expected.argmax(axis=1)))
+    agree, ties = agreeing_classes(onnx_probabilities, expected)
     vectors = np.stack([by_name[name].embedding for name in names])
     run_path = {}
     known = [i for i, name in enumerate(names) if run_vectors and name in run_vectors]
@@ -465,6 +474,7 @@ def check_classifier(
     return SelfCheck(
         n_images=len(names),
         n_agree=agree,
+        n_ties=ties,
         max_probability_difference=float(np.abs(onnx_probabilities - expected).max()),
         max_embedding_difference=float(np.abs(np.concatenate(embeddings) - vectors).max()),
         reference=_REFERENCE,
@@ -474,6 +484,17 @@ def check_classifier(
 
 
 _REFERENCE = "probe-studio predict on the fp32 path, files decoded at full size"
+
+
+def agreeing_classes(probabilities: np.ndarray, expected: np.ndarray) -> tuple[int, int]:
+    """(rows whose class agrees, of them ties): a row agrees when ``probabilities`` names the
+    class ``expected`` does, or a class that ``expected`` ties with the top one (within
+    ``TIE_TOLERANCE``: an argmax among equals is arbitrary)."""
+    chosen = probabilities.argmax(axis=1)
+    same = chosen == expected.argmax(axis=1)
+    rows = np.arange(len(chosen))
+    tie = ~same & (expected[rows, chosen] >= expected.max(axis=1) - TIE_TOLERANCE)
+    return int(np.sum(same | tie)), int(np.sum(tie))
 
 
 def model_card(weights: ProbeWeights, spec: InputSpec) -> dict:

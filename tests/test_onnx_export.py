@@ -32,6 +32,7 @@ from probe_core.onnx_export import (
     InputSpec,
     OnnxExportError,
     SelfCheckError,
+    agreeing_classes,
     card_pixels,
     check_classifier,
     export_onnx,
@@ -347,3 +348,15 @@ def test_the_readme_shows_the_example_the_export_writes():
     section = readme.split("## Use your classifier", 1)[1].split("\n## ", 1)[0]
     assert f"```python\n{EXAMPLE}```" in section
     assert "onnxruntime-web" in section
+
+
+def test_a_tie_in_predict_agrees_with_either_class_and_nothing_else_does():
+    """A probe near the uniform distribution (tiny C, random weights): two classes within
+    1e-6 are a tie, and the graph naming either agrees; a real difference never does."""
+    expected = np.array(
+        [[0.5, 0.3, 0.2], [1 / 3 + 2e-8, 1 / 3, 1 / 3 - 2e-8], [0.4, 0.4 - 1e-3, 0.2 + 1e-3]]
+    )
+    graph = np.array(
+        [[0.5, 0.3, 0.2], [1 / 3, 1 / 3 + 2e-8, 1 / 3 - 2e-8], [0.4 - 1e-3, 0.4, 0.2 + 1e-3]]
+    )
+    assert agreeing_classes(graph, expected) == (2, 1)  # row 2: a 1e-3 gap is no tie
