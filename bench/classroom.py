@@ -401,6 +401,26 @@ async def drive_classroom(url: str, folders: list[StudentFolder], warm: StudentF
             await browser.close()
 
 
+def run_in_own_loop(coroutine_function):
+    """``asyncio.run`` in a thread of its own: under pytest, Playwright's sync API (the other
+    browser tests' driver) keeps an event loop running in the main thread, where
+    ``asyncio.run`` refuses to start."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine_function())
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="classroom-sessions")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def run_classroom(sessions: int, work: Path, py_spy: Path | None = None) -> ClassroomRun:
     """One server, one warm-up session, then ``sessions`` student sessions at once."""
     folders = write_student_folders(work / "folders", sessions)
@@ -437,7 +457,7 @@ def run_classroom(sessions: int, work: Path, py_spy: Path | None = None) -> Clas
                 await steps.__anext__()
             return outcomes, rest, peak, end, warm_seconds, warm_sessions, cpu
 
-        outcomes, rest, peak, end, warm_seconds, warm_sessions, cpu = asyncio.run(main())
+        outcomes, rest, peak, end, warm_seconds, warm_sessions, cpu = run_in_own_loop(main)
         log = read_server_log(log_path.read_text(errors="replace"), warm_sessions)
     return ClassroomRun(
         sessions=sessions,
