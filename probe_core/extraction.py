@@ -61,12 +61,17 @@ def _layout(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return batch.contiguous(memory_format=fmt)
 
 
-def forward_batch(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
+def forward_batch(encoder: Encoder, batch: torch.Tensor, *, fixed_shape: bool = True) -> np.ndarray:
     """Unit-norm float32 embeddings of a preprocessed batch of any length, one row per image.
 
     The model runs on chunks of exactly ``encoder.forward_rows`` rows in one memory layout;
     a short last chunk is padded with copies of its last row, whose results are dropped. So
     the same image gives the same bits in any batch, on any engine.
+
+    ``fixed_shape=False`` skips the padding: a short batch runs at its own length. Only for
+    answers that are shown and never stored or scored (a live camera frame): one frame of the
+    bundled encoder then takes 16 ms instead of the 206 ms of 16 padded rows on two CPU cores,
+    and its vector may differ from the fixed-shape one in the last float32 bits.
     """
     rows = encoder.forward_rows
     parts: list[np.ndarray] = []
@@ -74,7 +79,7 @@ def forward_batch(encoder: Encoder, batch: torch.Tensor) -> np.ndarray:
         for start in range(0, len(batch), rows):
             chunk = batch[start : start + rows]
             real = len(chunk)
-            if real < rows:
+            if real < rows and fixed_shape:
                 padding = chunk[-1:].expand(rows - real, *chunk.shape[1:])
                 chunk = torch.cat([chunk, padding])
             chunk = _layout(chunk, encoder.path.channels_last)

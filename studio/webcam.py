@@ -486,7 +486,9 @@ def classify_frame(payload: object, encoder: Encoder, weights: ProbeWeights) -> 
     answer: dict = {"id": payload["id"], "name": str(payload.get("name") or "")}
     try:
         data = decode_data_url(payload.get("image"))
-        classified = classify_image(data, encoder, weights, name=answer["name"] or "frame")
+        classified = classify_image(
+            data, encoder, weights, name=answer["name"] or "frame", live=True
+        )
     except (FrameError, ImageLoadError) as error:
         answer["error"] = str(error)
         return answer
