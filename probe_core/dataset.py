@@ -155,13 +155,14 @@ def missing_classes_by_split(dataset: ImageDataset) -> dict[str, list[str]]:
     }
 
 
-def _is_hidden(part: str) -> bool:
+def is_hidden(part: str) -> bool:
+    """A path part the scan passes over: dot-files and folders, and system junk names."""
     return part.startswith(".") or part in JUNK_NAMES
 
 
 def _unused_reason(parts: tuple[str, ...]) -> str | None:
     """Why a file at these relative path parts is not an image of a class, or None if it is."""
-    if any(_is_hidden(part) for part in parts):
+    if any(is_hidden(part) for part in parts):
         return "hidden or system file"
     if len(parts) < 2:
         return "not inside a class folder (put images in one subfolder per class)"
@@ -222,7 +223,7 @@ def _empty_top_folders(
     empty = {
         parts[depth]
         for parts in folders
-        if len(parts) == depth + 1 and parts[:depth] == wrapper and not _is_hidden(parts[depth])
+        if len(parts) == depth + 1 and parts[:depth] == wrapper and not is_hidden(parts[depth])
     } - used
     return [
         SkippedItem(
@@ -235,7 +236,7 @@ def _empty_top_folders(
     ]
 
 
-def _build(
+def dataset_from_entries(
     entries: list[tuple[tuple[str, ...], ImageSource]],
     skipped: list[SkippedItem],
     folders: Iterable[tuple[str, ...]] = (),
@@ -279,7 +280,7 @@ def _build(
         for parts in folders
         if len(parts) > depth + level
         and parts[:depth] == wrapper
-        and not any(map(_is_hidden, parts))
+        and not any(map(is_hidden, parts))
         and (not split_layout or parts[depth].lower() in SPLIT_FOLDERS)
     }
     for folder in sorted(class_folders - used_class_folders):
@@ -321,22 +322,22 @@ def scan_folder(root: str | os.PathLike[str]) -> ImageDataset:
         relative_dir = Path(dirpath).relative_to(root_path)
         for dirname in dirnames:
             relative = _shown((relative_dir / dirname).as_posix()) + "/"
-            if _is_hidden(dirname):
+            if is_hidden(dirname):
                 skipped.append(SkippedItem(relative, "hidden or system folder is not scanned"))
             elif os.path.islink(os.path.join(dirpath, dirname)):
                 skipped.append(SkippedItem(relative, "symlinked folder is not followed"))
             else:
                 folders.append(tuple(map(_shown, (*relative_dir.parts, dirname))))
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
             parts = tuple(map(_shown, full.relative_to(root_path).parts))
-            reason = None if _is_hidden(filename) else _file_problem(full, real_root)
+            reason = None if is_hidden(filename) else _file_problem(full, real_root)
             if reason:
                 skipped.append(SkippedItem("/".join(parts), reason))
             else:
                 entries.append((parts, full))
-    return _build(entries, skipped, folders, root=str(root_path))
+    return dataset_from_entries(entries, skipped, folders, root=str(root_path))
 
 
 def _file_problem(path: Path, real_root: Path) -> str | None:
@@ -380,7 +381,7 @@ def scan_blobs(files: Iterable[tuple[str, bytes]]) -> ImageDataset:
         else:
             seen.add(parts)
             entries.append((parts, bytes(data)))
-    return _build(entries, skipped)
+    return dataset_from_entries(entries, skipped)
 
 
 def safe_relative_parts(name: str) -> tuple[str, ...] | None:
@@ -434,7 +435,7 @@ def scan_zip(archive: str | os.PathLike[str]) -> ImageDataset:
             skipped.append(SkippedItem(info.filename, reason))
         else:
             entries.append((parts, ZipMember(archive_path, info.filename)))
-    return _build(entries, skipped, folders, root=str(archive_path))
+    return dataset_from_entries(entries, skipped, folders, root=str(archive_path))
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
@@ -482,24 +483,22 @@ def _unlabelled_folder(
     for dirpath, dirnames, filenames in os.walk(root):
         relative_dir = Path(dirpath).relative_to(root)
         for dirname in sorted(dirnames):
-            if _is_hidden(dirname) or os.path.islink(os.path.join(dirpath, dirname)):
+            if is_hidden(dirname) or os.path.islink(os.path.join(dirpath, dirname)):
                 reason = (
                     "hidden or system folder is not scanned"
-                    if _is_hidden(dirname)
+                    if is_hidden(dirname)
                     else "symlinked folder is not followed"
                 )
                 relative = _shown((relative_dir / dirname).as_posix())
                 skipped.append(SkippedItem(f"{shown.rstrip('/')}/{relative}/", reason))
         dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not _is_hidden(d) and not os.path.islink(os.path.join(dirpath, d))
+            d for d in dirnames if not is_hidden(d) and not os.path.islink(os.path.join(dirpath, d))
         )
         for filename in sorted(filenames):
             full = Path(dirpath, filename)
             parts = tuple(map(_shown, full.relative_to(root).parts))
             name = "/".join((shown.rstrip("/"), *parts))
-            reason = "hidden or system file" if _is_hidden(filename) else None
+            reason = "hidden or system file" if is_hidden(filename) else None
             reason = reason or _not_an_image_reason(parts) or _file_problem(full, real_root)
             if reason:
                 skipped.append(SkippedItem(name, reason))
@@ -526,7 +525,7 @@ def _unlabelled_zip(
         name = f"{shown}/{info.filename}"
         if parts is None:
             reason = "unsafe path in archive (absolute or containing '..')"
-        elif any(_is_hidden(part) for part in parts):
+        elif any(is_hidden(part) for part in parts):
             reason = "hidden or system file"
         else:
             reason = _not_an_image_reason(parts) or _member_problem(info)

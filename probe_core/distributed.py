@@ -45,7 +45,15 @@ from pyarrow import fs as pafs
 
 from .acceleration import PathChoice
 from .cache import EmbeddingCache, content_digest
-from .dataset import ImageDataset, ImageItem, ImageSource, SkippedItem, _build, _is_hidden, scan
+from .dataset import (
+    ImageDataset,
+    ImageItem,
+    ImageSource,
+    SkippedItem,
+    dataset_from_entries,
+    is_hidden,
+    scan,
+)
 from .embed import ProgressCallback, default_batch_size
 from .embed import extract_embeddings as local_extract_embeddings
 from .embeddings import Embeddings
@@ -129,11 +137,11 @@ def scan_uri(uri: str) -> ImageDataset:
     listing = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
     for info in sorted(listing, key=lambda entry: entry.path):
         parts = PurePosixPath(info.path).relative_to(base).parts
-        if any(map(_is_hidden, parts[:-1])):
+        if any(map(is_hidden, parts[:-1])):
             continue  # inside a hidden folder, which is reported once
         relative = "/".join(parts)
         if info.type == pafs.FileType.Directory:
-            if _is_hidden(parts[-1]):
+            if is_hidden(parts[-1]):
                 reason = "hidden or system folder is not scanned"
                 skipped.append(SkippedItem(relative + "/", reason))
             else:
@@ -142,7 +150,7 @@ def scan_uri(uri: str) -> ImageDataset:
             entries.append((parts, FileSystemFile(uri, info.path)))
         else:
             skipped.append(SkippedItem(relative, "not a regular file"))
-    return _build(entries, skipped, folders, root=uri)
+    return dataset_from_entries(entries, skipped, folders, root=uri)
 
 
 def scan_source(source: str | os.PathLike[str]) -> ImageDataset:

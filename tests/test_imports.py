@@ -3,6 +3,7 @@ torch nor plotly (data flows downhill: embeddings -> probe -> evaluation -> figu
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -67,3 +68,20 @@ def test_importing_every_evaluation_module_loads_neither_torch_nor_plotly():
     assert "probe_core.evaluation.zeroshot" in modules and len(modules) >= 10
     assert loaded_after(f"import {', '.join(modules)}") == []
     assert loaded_after("import probe_core.evaluation, probe_core.embeddings") == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What one module shares with another is public; a leading underscore stays at home."""
+    private = []
+    for module, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            relative = isinstance(node, ast.ImportFrom) and (
+                node.level > 0 or (node.module or "").startswith("probe_core")
+            )
+            if relative:
+                private += [
+                    f"{module}: {alias.name} from {'.' * node.level}{node.module or ''}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert private == []
