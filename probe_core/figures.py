@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -201,22 +202,42 @@ def add_disagreement_layer(
 
 
 def sweep_figure(sweep: SweepResult) -> go.Figure:
-    """Validation accuracy against C (log axis), the chosen C marked."""
+    """What C was chosen from, against C (log axis), the chosen C marked.
+
+    Under a log-loss rule that is the mean validation log loss (with its standard error under
+    the one-standard-error rule, and the bar: the lowest loss plus its standard error), with
+    validation accuracy on a second axis; otherwise validation accuracy.
+    """
+    losses = list(sweep.log_losses)
+    by_loss = (
+        sweep.rule in ("one-standard-error", "log-loss")
+        and len(losses) == len(sweep.c_values)
+        and not all(math.isnan(v) for v in losses)
+    )
+    if by_loss:
+        one_se = sweep.rule == "one-standard-error" and len(sweep.log_loss_se) == len(losses)
+        y, name = losses, "validation log loss"
+        error = {"type": "data", "array": list(sweep.log_loss_se)} if one_se else None
+        hover = "C = %{x:.3g}<br>validation log loss = %{y:.3f}<extra></extra>"
+    else:
+        y, name, error = list(sweep.scores), "validation accuracy", None
+        hover = "C = %{x:.3g}<br>validation accuracy = %{y:.3f}<extra></extra>"
     figure = go.Figure(
         go.Scatter(
             x=sweep.c_values,
-            y=sweep.scores,
+            y=y,
             mode="lines+markers",
-            name="validation accuracy",
-            hovertemplate="C = %{x:.3g}<br>validation accuracy = %{y:.3f}<extra></extra>",
+            name=name,
+            error_y=error,
+            hovertemplate=hover,
         )
     )
-    chosen_score = sweep.scores[sweep.c_values.index(sweep.chosen_c)]
+    chosen_value = y[sweep.c_values.index(sweep.chosen_c)]
     # A trace rather than add_vline: shapes and annotations misplace on log axes.
     figure.add_trace(
         go.Scatter(
             x=[sweep.chosen_c, sweep.chosen_c],
-            y=[0, chosen_score],
+            y=[0, chosen_value],
             mode="lines+markers+text",
             name=f"chosen C = {sweep.chosen_c:.3g}",
             line={"dash": "dash", "color": "firebrick"},
@@ -226,10 +247,51 @@ def sweep_figure(sweep: SweepResult) -> go.Figure:
             hoverinfo="skip",
         )
     )
+    if by_loss:
+        if one_se:
+            lowest = int(np.nanargmin(losses))
+            bar = losses[lowest] + sweep.log_loss_se[lowest]
+            figure.add_trace(
+                go.Scatter(
+                    x=[sweep.c_values[0], sweep.c_values[-1]],
+                    y=[bar, bar],
+                    mode="lines",
+                    name="lowest loss + 1 SE: the smallest C below wins",
+                    line={"dash": "dot", "color": "grey"},
+                    hovertemplate=f"lowest log loss + 1 SE = {bar:.3f}<extra></extra>",
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=sweep.c_values,
+                y=sweep.scores,
+                mode="lines",
+                name="validation accuracy (right axis)",
+                line={"color": "lightgrey"},
+                yaxis="y2",
+                hovertemplate="C = %{x:.3g}<br>validation accuracy = %{y:.3f}<extra></extra>",
+            )
+        )
+        top = max(1.0, float(np.nanmax([*losses, bar if one_se else 0.0])) * 1.1)
+        yaxis = {"title": "validation log loss (lower is better)", "range": [0, top]}
+        figure.update_layout(
+            yaxis2={
+                "title": "validation accuracy",
+                "range": [0, 1.02],
+                "tickvals": [0, 0.25, 0.5, 0.75, 1],
+                "tickformat": ".0%",
+                "overlaying": "y",
+                "side": "right",
+                "showgrid": False,
+            }
+        )
+    else:
+        yaxis = {"title": "validation accuracy", "range": [0, 1.02]}
     figure.update_layout(
-        title=f"Choosing C ({sweep.method}, never the test set)",
+        title=f"Choosing C<br><sup>{sweep.described}; never the test set</sup>",
         xaxis={"title": "C (inverse regularisation strength)", "type": "log"},
-        yaxis={"title": "validation accuracy", "range": [0, 1.02]},
+        yaxis=yaxis,
+        legend={"orientation": "h", "y": -0.3},
         margin={"t": 60},
     )
     return figure

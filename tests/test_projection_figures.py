@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,33 @@ def test_sweep_figure_marks_the_chosen_c(run):
     assert list(figure.data[0].x) == list(result.sweep.c_values)
     assert figure.layout.xaxis.type == "log"
     assert result.chosen_c in figure.data[1].x
+
+
+def test_the_sweep_figure_shows_what_the_one_standard_error_rule_chose_from(run):
+    _, result = run
+    sweep = result.sweep
+    assert sweep.rule == "one-standard-error"
+    figure = sweep_figure(sweep)
+    loss, chosen, bar, accuracy = figure.data
+    assert figure.layout.yaxis.title.text.startswith("validation log loss")
+    assert list(loss.y) == list(sweep.log_losses)
+    assert list(loss.error_y.array) == list(sweep.log_loss_se)
+    lowest = int(np.argmin(sweep.log_losses))
+    assert bar.y[0] == bar.y[1] == sweep.log_losses[lowest] + sweep.log_loss_se[lowest]
+    # the chosen C is the smallest whose loss is under the bar, as the legend says
+    position = sweep.c_values.index(sweep.chosen_c)
+    assert sweep.log_losses[position] <= bar.y[0] < min(sweep.log_losses[:position] or [np.inf])
+    assert chosen.x[0] == sweep.chosen_c and chosen.y[1] == sweep.log_losses[position]
+    assert accuracy.yaxis == "y2" and list(accuracy.y) == list(sweep.scores)
+    assert "one-standard-error rule" in figure.layout.title.text
+
+
+def test_a_sweep_chosen_by_accuracy_plots_accuracy(run):
+    _, result = run
+    sweep = replace(result.sweep, c_rule="best-accuracy")
+    figure = sweep_figure(sweep)
+    assert figure.layout.yaxis.title.text == "validation accuracy"
+    assert list(figure.data[0].y) == list(sweep.scores) and len(figure.data) == 2
 
 
 @pytest.mark.parametrize("n_components", [2, 3])
