@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 from probe_core.evaluation.comparison import (
     Comparison,
     EncoderScore,
+    PairedComparison,
     align_by_path,
     baseline_warnings,
     compare_encoders,
@@ -269,3 +270,26 @@ def test_baseline_warning_fires_only_when_the_intervals_overlap():
     assert baseline_warnings(apart, weight_free) == []
     only_baselines = comparison_of(scored("pixels", 0.60, 0.75))
     assert baseline_warnings(only_baselines, weight_free) == []
+
+
+def test_on_the_same_images_the_paired_comparison_decides_the_baseline_warning():
+    def weight_free(name: str) -> bool:
+        return name == "pixels"
+
+    def with_pair(difference: float, low: float, high: float, p_value: float) -> Comparison:
+        # the demo's case: marginal intervals overlap (0.43-0.60 against 0.58-0.74) ...
+        overlapping = comparison_of(scored("clip", 0.58, 0.74), scored("pixels", 0.43, 0.60))
+        pair = PairedComparison(
+            "clip", "pixels", 0.667, 0.667 + difference, difference, low, high, p_value, 36, 14
+        )
+        return dataclasses.replace(overlapping, pairs=(pair,))
+
+    # ... but image by image the encoder is clearly better: no warning
+    assert baseline_warnings(with_pair(-0.153, -0.25, -0.062, 0.0026), weight_free) == []
+    (unclear,) = baseline_warnings(with_pair(-0.05, -0.12, 0.02, 0.2), weight_free)
+    assert unclear.startswith(
+        "a trivial baseline (pixels) does about as well as clip (no clear difference on the same"
+        " images)"
+    )
+    (ahead,) = baseline_warnings(with_pair(0.10, 0.04, 0.16, 0.001), weight_free)
+    assert ahead.startswith("a trivial baseline (pixels) does better than clip:")

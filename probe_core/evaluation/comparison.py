@@ -417,19 +417,40 @@ def per_image_table(comparison: Comparison) -> pd.DataFrame:
 
 
 def baseline_warnings(comparison: Comparison, weight_free: Callable[[str], bool]) -> list[str]:
-    """Warn when a weight-free baseline's accuracy interval overlaps a real encoder's."""
-    baselines = [s for s in comparison.encoders if weight_free(s.name)]
+    """Warn when a weight-free baseline is not clearly worse than a real encoder.
+
+    On the same images the paired comparison decides (``PairedComparison.is_clear``): two
+    accuracies whose own intervals overlap can still differ clearly, image by image. Without a
+    pair, the two accuracy intervals overlapping counts as "about as well".
+    """
+    pairs = {frozenset((pair.a, pair.b)): pair for pair in comparison.pairs}
+    caveat = ": your classes may differ in colour or layout rather than content"
     warnings = []
     for score in comparison.encoders:
         if weight_free(score.name):
             continue
-        for baseline in baselines:
-            if baseline.accuracy.low <= score.accuracy.high and (
-                score.accuracy.low <= baseline.accuracy.high
-            ):
+        for baseline in comparison.encoders:
+            if not weight_free(baseline.name):
+                continue
+            pair = pairs.get(frozenset((baseline.name, score.name)))
+            if pair is None:
+                if baseline.accuracy.low <= score.accuracy.high and (
+                    score.accuracy.low <= baseline.accuracy.high
+                ):
+                    warnings.append(
+                        f"a trivial baseline ({baseline.name}) does about as well as"
+                        f" {score.name}{caveat}"
+                    )
+                continue
+            baseline_ahead = (pair.difference > 0) == (pair.b == baseline.name)
+            if not pair.is_clear:
                 warnings.append(
-                    f"a trivial baseline ({baseline.name}) does about as well as {score.name}:"
-                    " your classes may differ in colour or layout rather than content"
+                    f"a trivial baseline ({baseline.name}) does about as well as {score.name}"
+                    f" (no clear difference on the same images){caveat}"
+                )
+            elif baseline_ahead:
+                warnings.append(
+                    f"a trivial baseline ({baseline.name}) does better than {score.name}{caveat}"
                 )
     return warnings
 
