@@ -553,7 +553,7 @@ _LIVE_CSS = (
 .ps-bar-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ps-bar-track { height: 1.4rem; background: var(--st-secondary-background-color, #f0f2f6);
   border-radius: 0.35rem; overflow: hidden; }
-.ps-bar-fill { height: 100%; width: 0; background: #8fa9c9; transition: width 0.12s linear; }
+.ps-bar-fill { height: 100%; width: 0; background: #8fa9c9; transition: width 0.05s linear; }
 .ps-top .ps-bar-fill { background: var(--st-primary-color, #ff4b4b); }
 .ps-top .ps-bar-name { font-weight: 600; }
 .ps-bar-value { text-align: right; font-variant-numeric: tabular-nums; }
