@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import uuid
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_files import TEMP_PREFIX, TEMP_SUFFIX, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -114,26 +115,17 @@ class EmbeddingCache:
         self, folder: Path, key: str, digests: np.ndarray, vectors: np.ndarray
     ) -> Path:
         final = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.npz"
-        with tempfile.NamedTemporaryFile(
-            dir=folder, prefix=".tmp-", suffix=".part", delete=False
-        ) as handle:
-            try:
-                np.savez(
-                    handle,
-                    format_version=np.array(FORMAT_VERSION),
-                    key=np.frombuffer(key.encode(), dtype=np.uint8),
-                    digests=digests,
-                    vectors=vectors,
-                    checksum=_checksum(key, digests, vectors),
-                )
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:
-                handle.close()
-                Path(handle.name).unlink(missing_ok=True)
-                raise
-        os.replace(handle.name, final)
-        return final
+        return write_atomically(
+            final,
+            lambda handle: np.savez(
+                handle,
+                format_version=np.array(FORMAT_VERSION),
+                key=np.frombuffer(key.encode(), dtype=np.uint8),
+                digests=digests,
+                vectors=vectors,
+                checksum=_checksum(key, digests, vectors),
+            ),
+        )
 
     def _read_shard(self, shard: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         try:
@@ -190,7 +182,7 @@ class EmbeddingCache:
     @staticmethod
     def _remove_stale_temp_files(folder: Path) -> None:
         cutoff = time.time() - STALE_TEMP_SECONDS
-        for temp in folder.glob(".tmp-*.part"):
+        for temp in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             try:
                 if temp.stat().st_mtime < cutoff:
                     temp.unlink()

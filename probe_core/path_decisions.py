@@ -36,12 +36,13 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .atomic_files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -227,18 +228,7 @@ class PathDecisions:
         path = self.file_for(decision.key)
         self.directory.mkdir(parents=True, exist_ok=True)
         text = json.dumps(decision.to_json(), indent=1, sort_keys=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self.directory, prefix=".tmp-", suffix=".part", delete=False, encoding="utf-8"
-        ) as handle:
-            try:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:
-                handle.close()
-                Path(handle.name).unlink(missing_ok=True)
-                raise
-        os.replace(handle.name, path)
+        write_atomically(path, lambda handle: handle.write(text), text=True)
         return replace(decision, location=str(path))
 
     def decide(self, key: DecisionKey, measure: Callable[[], PathDecision]) -> PathDecision:

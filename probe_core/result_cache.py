@@ -36,7 +36,6 @@ import logging
 import os
 import secrets
 import struct
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
+from .atomic_files import TEMP_PREFIX, TEMP_SUFFIX, write_atomically
 from .cache import STALE_TEMP_SECONDS, default_cache_dir
 from .embeddings import Embeddings
 from .evaluation.duplicates import DuplicateGroup, Duplicates
@@ -374,7 +374,7 @@ class ResultCache:
         return sorted(self.directory.glob("*.npz")) if self.directory.is_dir() else []
 
     def clear(self) -> None:
-        for path in [*self.entries(), *self.directory.glob(".tmp-*.part")]:
+        for path in [*self.entries(), *self.directory.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")]:
             path.unlink(missing_ok=True)
 
     @staticmethod
@@ -382,29 +382,17 @@ class ResultCache:
         writer = _JsonWriter()
         document = json.dumps(writer.encode(result), allow_nan=True).encode()
         arrays = writer.arrays
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=".tmp-", suffix=".part", delete=False
-        ) as handle:
-            try:
-                np.savez(
-                    handle,
-                    format_version=np.array(FORMAT_VERSION),
-                    key=np.frombuffer(key.encode(), dtype=np.uint8),
-                    document=np.frombuffer(document, dtype=np.uint8),
-                    checksum=_checksum(key, document, arrays),
-                    **arrays,
-                )
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:
-                handle.close()
-                Path(handle.name).unlink(missing_ok=True)
-                raise
-        try:
-            os.replace(handle.name, path)
-        except OSError:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
+        write_atomically(
+            path,
+            lambda handle: np.savez(
+                handle,
+                format_version=np.array(FORMAT_VERSION),
+                key=np.frombuffer(key.encode(), dtype=np.uint8),
+                document=np.frombuffer(document, dtype=np.uint8),
+                checksum=_checksum(key, document, arrays),
+                **arrays,
+            ),
+        )
 
     @staticmethod
     def _read(path: Path, key: str, expected: type = ProbeResult):
@@ -430,7 +418,7 @@ class ResultCache:
     def _prune(self, keep: Path) -> None:
         """Remove stale temporary files, then least recently used entries past max_bytes."""
         now = time.time()
-        for temp in self.directory.glob(".tmp-*.part"):
+        for temp in self.directory.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             try:
                 if temp.stat().st_mtime < now - STALE_TEMP_SECONDS:
                     temp.unlink()
