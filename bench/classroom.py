@@ -38,13 +38,11 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.folders import pattern  # noqa: E402
+from probe_core.wording import plural  # noqa: E402
 
 COLOURS = ("red", "green", "blue")
 FOLDER_SIZES = (30, 40, 50, 60)  # images per student folder, in turn
@@ -164,48 +163,15 @@ def write_student_folders(root: Path, sessions: int, first: int = 0) -> list[Stu
 # ----------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def serve(work: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """``streamlit run app.py`` on a free local port with its own caches; (URL, process, log)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    from tests.conftest import streamlit_server
+
     log_path = work / "streamlit.log"
     env = {**os.environ, "PROBE_STUDIO_CACHE_DIR": str(work / "cache")}
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Streamlit did not start:\n{log_path.read_text()}")
-            time.sleep(0.25)
+    with streamlit_server(log_path, env, start_timeout=120) as (url, process):
         yield url, process, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
 
 
 def memory_mib(pid: int, field_name: str) -> float:
@@ -500,8 +466,8 @@ def report(run: ClassroomRun) -> str:
     if log is not None:
         lines.append(
             f"  embedding queue: {log.images} images in {log.batches} batches of up to"
-            f" {log.batch_size}, {log.fill:.0%} full; {log.shared_batches} batches held several"
-            " sessions' images"
+            f" {log.batch_size}, {log.fill:.0%} full; {plural(log.shared_batches, 'batch', 'batches')}"
+            f" held several sessions' images"
         )
         if log.embed_seconds and log.fit_seconds:
 

@@ -144,9 +144,13 @@ def healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def streamlit_server(
-    log_path: Path, env: dict[str, str], extra_args: tuple[str, ...] = ()
+    log_path: Path,
+    env: dict[str, str],
+    extra_args: tuple[str, ...] = (),
+    start_timeout: float = 60,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``streamlit run app.py`` on a free local port, offline; yields (base URL, process)."""
+    """``streamlit run app.py`` on a free local port, offline; yields (base URL, process).
+    Fails when it is not healthy within ``start_timeout`` seconds."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
@@ -157,7 +161,7 @@ def streamlit_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while not healthy(url):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"Streamlit did not start:\n{log_path.read_text(errors='replace')}")
