@@ -466,8 +466,8 @@ def report(run: ClassroomRun) -> str:
     if log is not None:
         lines.append(
             f"  embedding queue: {log.images} images in {log.batches} batches of up to"
-            f" {log.batch_size}, {log.fill:.0%} full; {plural(log.shared_batches, 'batch', 'batches')}"
-            f" held several sessions' images"
+            f" {log.batch_size}, {log.fill:.0%} full;"
+            f" {plural(log.shared_batches, 'batch', 'batches')} held several sessions' images"
         )
         if log.embed_seconds and log.fit_seconds:
 
