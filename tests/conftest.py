@@ -39,6 +39,20 @@ def encoder():
     return load_encoder(DEFAULT_ENCODER, device="cpu")
 
 
+@pytest.fixture
+def rows_per_forward(encoder, monkeypatch) -> list[int]:
+    """The rows of each forward pass the shared encoder runs during the test, in order."""
+    rows: list[int] = []
+    encode = type(encoder).encode
+
+    def recording(self, batch):
+        rows.append(len(batch))
+        return encode(self, batch)
+
+    monkeypatch.setattr(type(encoder), "encode", recording)
+    return rows
+
+
 def pattern_image(class_index: int, variant: int, size: int = 48) -> Image.Image:
     """A small RGB image whose colour and stripes depend on its class, varied per image."""
     rng = np.random.default_rng(1000 * class_index + variant)

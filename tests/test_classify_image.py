@@ -68,23 +68,15 @@ def test_bytes_that_are_no_image_and_another_encoders_probe_are_refused(encoder,
 
 
 def test_a_live_image_runs_alone_and_gives_predicts_probabilities_to_float_precision(
-    encoder, weights, monkeypatch
+    encoder, weights, rows_per_forward
 ):
     image = pattern_image(2, 3, size=256)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG")
-    rows_run: list[int] = []
-    encode = type(encoder).encode
-
-    def recording(self, batch):
-        rows_run.append(len(batch))
-        return encode(self, batch)
-
-    monkeypatch.setattr(type(encoder), "encode", recording)
     exact = classify_image(buffer.getvalue(), encoder, weights)
-    assert rows_run == [encoder.forward_rows] and encoder.forward_rows > 1  # padded, same bits
+    assert rows_per_forward == [encoder.forward_rows] and encoder.forward_rows > 1  # padded, same bits
     live = classify_image(buffer.getvalue(), encoder, weights, live=True)
-    assert rows_run[1:] == [1]  # the frame alone: no padding rows to compute
+    assert rows_per_forward[1:] == [1]  # the frame alone: no padding rows to compute
     np.testing.assert_allclose(live.prediction.embedding, exact.prediction.embedding, atol=1e-5)
     np.testing.assert_allclose(
         live.prediction.probabilities, exact.prediction.probabilities, atol=1e-5

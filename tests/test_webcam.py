@@ -116,17 +116,9 @@ def test_a_live_frame_gets_what_predict_gives_the_same_bytes(encoder, weights):
     assert all(value >= 0 for value in answer["ms"].values())
 
 
-def test_a_live_frame_runs_through_the_encoder_alone(encoder, weights, monkeypatch):
-    rows_run: list[int] = []
-    encode = type(encoder).encode
-
-    def recording(self, batch):
-        rows_run.append(len(batch))
-        return encode(self, batch)
-
-    monkeypatch.setattr(type(encoder), "encode", recording)
+def test_a_live_frame_runs_through_the_encoder_alone(encoder, weights, rows_per_forward):
     classify_frame({"id": "live-8", "image": data_url(jpeg(1, 2, size=256))}, encoder, weights)
-    assert rows_run == [1]  # not padded to the encoder's fixed batch shape (forward_batch)
+    assert rows_per_forward == [1]  # not padded to the encoder's fixed batch shape (forward_batch)
 
 
 def test_a_dropped_file_is_named_and_a_bad_frame_answered_with_its_reason(encoder, weights):
