@@ -74,7 +74,8 @@ def test_a_live_image_runs_alone_and_gives_predicts_probabilities_to_float_preci
     buffer = io.BytesIO()
     image.save(buffer, "JPEG")
     exact = classify_image(buffer.getvalue(), encoder, weights)
-    assert rows_per_forward == [encoder.forward_rows] and encoder.forward_rows > 1  # padded, same bits
+    # predict's path: padded to the fixed batch shape, so the same bits as in any batch
+    assert rows_per_forward == [encoder.forward_rows] and encoder.forward_rows > 1
     live = classify_image(buffer.getvalue(), encoder, weights, live=True)
     assert rows_per_forward[1:] == [1]  # the frame alone: no padding rows to compute
     np.testing.assert_allclose(live.prediction.embedding, exact.prediction.embedding, atol=1e-5)
