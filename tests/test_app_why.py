@@ -45,6 +45,18 @@ def click_why(at, place: str, target) -> None:
     assert_ok(at)
 
 
+def why_on_a_confident_correct_image(at, current, class_name: str) -> int:
+    """Click the confusion cell ``class_name`` -> ``class_name``, then Why? on its most
+    confident image; the image's row."""
+    point = {"x": class_name, "y": class_name, "curve_number": 1, "point_index": 0}
+    select(at, "confusion", [point])
+    table = predictions_table(current.embeddings, current.result)
+    cell = table[(table["true"] == class_name) & (table["predicted"] == class_name)]
+    row = current.embeddings.paths.index(cell.sort_values("confidence").iloc[-1]["path"])
+    click_why(at, "confusion", row)
+    return row
+
+
 def panel_texts(at) -> list[str]:
     """Everything written in text elements, in page order."""
     kinds = ("markdown", "caption", "success", "warning", "info", "subheader", "error")
@@ -154,12 +166,7 @@ def test_why_on_a_label_issue_and_on_a_confusion_matrix_image(demo_run):  # noqa
     click_why(at, "label_issues", row)
     assert_explained(at, row)
     # A confusion-matrix cell's image: the panel opens under that grid instead.
-    names = current.result.metrics.class_names
-    select(at, "confusion", [{"x": names[0], "y": names[0], "curve_number": 1, "point_index": 0}])
-    table = predictions_table(current.embeddings, current.result)
-    cell = table[(table["true"] == names[0]) & (table["predicted"] == names[0])]
-    first = current.embeddings.paths.index(cell.sort_values("confidence").iloc[-1]["path"])
-    click_why(at, "confusion", first)
+    first = why_on_a_confident_correct_image(at, current, current.result.metrics.class_names[0])
     assert [s for s in values(at.subheader) if s.startswith("Why? ")] == [
         f"Why? {current.embeddings.paths[first].rsplit('/', 1)[-1]}"
     ]
@@ -219,11 +226,7 @@ def test_a_weight_free_encoder_says_it_has_no_saliency_but_shows_neighbours():
     run_probe(at)
     at = open_page(at, RESULTS)
     current = study(at)
-    table = predictions_table(current.embeddings, current.result)
-    select(at, "confusion", [{"x": "flags", "y": "flags", "curve_number": 1, "point_index": 0}])
-    cell = table[(table["true"] == "flags") & (table["predicted"] == "flags")]
-    row = current.embeddings.paths.index(cell.sort_values("confidence").iloc[-1]["path"])
-    click_why(at, "confusion", row)
+    why_on_a_confident_correct_image(at, current, "flags")
     infos = values(at.info)
     assert any(i.startswith("No saliency map: ") and "weight-free" in i for i in infos), infos
     assert not any("hiding the highlighted" in t for t in panel_texts(at))
@@ -240,11 +243,7 @@ def test_opened_embeddings_have_neighbours_but_no_saliency():
     run_probe(at)
     at = open_page(at, RESULTS)
     current = study(at)
-    table = predictions_table(current.embeddings, current.result)
-    select(at, "confusion", [{"x": "class 1", "y": "class 1", "curve_number": 1, "point_index": 0}])
-    cell = table[(table["true"] == "class 1") & (table["predicted"] == "class 1")]
-    row = current.embeddings.paths.index(cell.sort_values("confidence").iloc[-1]["path"])
-    click_why(at, "confusion", row)
+    row = why_on_a_confident_correct_image(at, current, "class 1")
     assert "Why? " + current.embeddings.paths[row].rsplit("/", 1)[-1] in values(at.subheader)
     assert (
         "No saliency map: these embeddings were opened from a file, and the studio cannot load"
