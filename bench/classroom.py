@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,20 +372,8 @@ def run_in_own_loop(coroutine_function):
     """``asyncio.run`` in a thread of its own: under pytest, Playwright's sync API (the other
     browser tests' driver) keeps an event loop running in the main thread, where
     ``asyncio.run`` refuses to start."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = asyncio.run(coroutine_function())
-        except BaseException as error:  # handed to the caller below
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name="classroom-sessions")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="classroom-sessions") as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_function())).result()
 
 
 def run_classroom(sessions: int, work: Path, py_spy: Path | None = None) -> ClassroomRun:
