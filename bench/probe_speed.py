@@ -9,7 +9,9 @@ On one set of embeddings (synthetic by default: 10,000 x 1280, 10 classes, accur
 2. the C-selection tolerance: chosen C and test accuracy for several ``selection_tol``,
    on these embeddings and on real ones (``assets/demo`` through the bundled encoder);
 3. ``run_probe(protocol="cv")`` on 5,000 images, default probe against the probe as it was;
-4. the torch solver against scikit-learn on the CPU: one fit at the chosen C, and the probe.
+4. the torch solver against scikit-learn on the CPU: one fit at the chosen C, and the probe;
+5. scikit-learn's solver for the probe: Newton-CG (the default, final refit to tol 1e-6)
+   against L-BFGS (as before, refit to 1e-4), and Newton-CG on both BLAS threads.
 
 Every row gives wall seconds and the CPU seconds of this process; ratios are measured in
 this run. The probe's fits run on one BLAS thread (``probe.BLAS_THREADS``); the plain
@@ -23,6 +25,7 @@ Usage::
     python bench/probe_speed.py --quick              # 2,000 x 256: checks that it all runs
     python bench/probe_speed.py --embeddings e.npz   # arrays "vectors" and "labels"
     python bench/probe_speed.py --skip-demo --skip-cv
+    python bench/probe_speed.py --n 20000 --dim 512 --classes 50 --only-solvers
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/probe_speed.py   # shared machine
 """
 
@@ -159,6 +162,20 @@ def sklearn_fit(
     context = probe_module._blas_threads() if one_thread else contextlib.nullcontext()
     with context:
         return LogisticRegression(C=C, max_iter=1000).fit(X, y)
+
+
+def with_sklearn_solver(solver: str, function: Callable[[], object]) -> Callable[[], object]:
+    """``function`` run with the probe's scikit-learn fits on ``solver`` (the constant)."""
+
+    def run():
+        saved = probe_module.SKLEARN_SOLVER
+        probe_module.SKLEARN_SOLVER = solver
+        try:
+            return function()
+        finally:
+            probe_module.SKLEARN_SOLVER = saved
+
+    return run
 
 
 def with_selection_dtype(dtype, function: Callable[[], object]) -> Callable[[], object]:
@@ -302,6 +319,32 @@ def cv_section(X, y, n: int) -> None:
     print(f"  full grid float64 / default: {ratio(before, default)}")
 
 
+def solver_section(X_train, y_train, X_test, y_test) -> None:
+    size = f"{len(X_train)} x {X_train.shape[1]}, {len(np.unique(y_train))} classes"
+    header(f"scikit-learn solver: LinearProbe().fit on {size}; C search + refit")
+
+    def fit(**options):
+        return lambda: LinearProbe(seed=0, **options).fit(X_train, y_train)
+
+    newton_t, newton = timed(fit())
+    lbfgs_t, lbfgs = timed(with_sklearn_solver("lbfgs", fit(refit_tol=DEFAULT_TOL)))
+    saved = probe_module.BLAS_THREADS
+    probe_module.BLAS_THREADS = os.cpu_count() or 1
+    try:
+        threads_t, _ = timed(fit())
+    finally:
+        probe_module.BLAS_THREADS = saved
+
+    def note(probe) -> str:
+        return f"C={probe.chosen_c_:.3g}, test acc {probe.score(X_test, y_test):.4f}"
+
+    print(row("Newton-CG, refit to 1e-6 (default)", newton_t, note(newton)))
+    print(row("L-BFGS, refit to 1e-4 (before)", lbfgs_t, note(lbfgs)))
+    print(row(f"Newton-CG on {os.cpu_count()} BLAS threads", threads_t))
+    print(f"  Newton-CG / L-BFGS:                {ratio(newton_t, lbfgs_t)}")
+    print(f"  one BLAS thread / all:             {ratio(newton_t, threads_t)}")
+
+
 def sklearn_objective(model, X, y, C: float) -> float:
     coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_)
     logits = X.astype(np.float64) @ coef.T + intercept
@@ -364,6 +407,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-demo", action="store_true", help="no real-embedding rows")
     parser.add_argument("--skip-cv", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--classes", type=int, default=10, help="synthetic classes")
+    parser.add_argument("--only-solvers", action="store_true", help="only section 5")
     return parser.parse_args(argv)
 
 
@@ -377,13 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         X, y = load_embeddings(args.embeddings)
         source = args.embeddings
     else:
-        X, y = synthetic_embeddings(args.n, args.dim)
+        X, y = synthetic_embeddings(args.n, args.dim, args.classes)
         source = "synthetic"
     print(machine_line())
     print(f"data: {source}, {X.shape[0]} x {X.shape[1]}, {len(np.unique(y))} classes")
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=0
     )
+    solver_section(X_train, y_train, X_test, y_test)
+    if args.only_solvers:
+        return 0
     chosen = holdout_section(X_train, y_train, X_test, y_test)
     tolerance_section(f"{source} {X.shape[0]} x {X.shape[1]}", X, y, "coarse-to-fine")
     if not args.skip_demo:

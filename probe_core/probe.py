@@ -1,4 +1,4 @@
-"""The linear probe: multinomial logistic regression (L-BFGS) with C chosen on validation data.
+"""The linear probe: multinomial logistic regression (Newton-CG) with C chosen on validation data.
 
 ``LinearProbe.fit`` only ever sees training data: it carves a stratified validation
 split out of what it is given (or uses stratified k-fold when that is too small),
@@ -9,14 +9,15 @@ Choosing C: the one-standard-error rule (``choose_c``, ``DEFAULT_C_RULE``): ever
 image's log loss is pooled over the inner splits, and the smallest C (the strongest
 regularisation) whose mean validation log loss is within one standard error of the lowest
 wins. Log loss moves smoothly with the weights, so noise of 1e-6 in the embeddings (another
-batch size or engine) no longer flips the choice through a one-image tie in accuracy (it still
-can when a C's log loss, itself from a fit stopped at the solver's tolerance, sits at the bar:
-bench/c_rule.py); the few-shot curves (``evaluation.fewshot``) choose by the same function. From
+CPU or torch build) does not flip the choice through a one-image tie in accuracy; the few-shot
+curves (``evaluation.fewshot``) choose by the same function. From
 ``COARSE_TO_FINE_MIN_IMAGES`` images on, a coarse-to-fine search (as in the CLIP paper)
 measures the grid every ``COARSE_STRIDE`` steps, then halves the step around the chosen C (and
 the lowest-loss C it is measured from) down to the grid's own step; fewer images measure the
 whole grid. Both extend past an edge of the grid towards ``C_LIMITS``. Fits along the way are
-warm-started and run in float32; the final refit is a plain float64 ``LogisticRegression``.
+warm-started and run in float32; the final refit is a plain float64 ``LogisticRegression`` run
+to ``DEFAULT_REFIT_TOL``, so that its weights, and the predictions, sit at the minimum rather
+than wherever a looser stop left them (``SKLEARN_SOLVER``).
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ MIN_VALIDATION_PER_CLASS = 2  # below this, C is chosen by stratified k-fold ins
 SELECTIONS = ("auto", "kfold")
 SEARCHES = ("auto", "coarse-to-fine", "grid")
 SOLVERS = ("auto", "sklearn", "torch")
-# Every scikit-learn fit runs on one BLAS thread: L-BFGS's many small steps gain nothing from
-# more, and lose to their start-up and spinning (on 2 cores, 7,500 x 1280: 4.6 s on one thread
-# against 12.1 s on OpenBLAS's 2; 60,000 x 512, 50 classes: 2.3 s against 2.7 s). Two fits
-# side by side, one per core, were not faster either: splitting the warm-started C path into
-# two chains cost more L-BFGS iterations than the second core gave back (bench/probe_speed.py).
+# Every scikit-learn fit runs on one BLAS thread. Measured with L-BFGS: its many small steps
+# gained nothing from more, and lost to start-up and spinning (on 2 cores, 7,500 x 1280: 4.6 s
+# on one thread against 12.1 s on OpenBLAS's 2; 60,000 x 512, 50 classes: 2.3 s against 2.7 s).
+# Newton-CG's larger products do gain (the probe on 7,500 x 1280: 5.6 s on one thread, 2.8 s
+# on 2), but the limit is process-wide, and the app fits for many sessions at once: kept at 1.
 BLAS_THREADS = 1
 COARSE_STRIDE = 2  # grid steps between the coarse C values: a decade on the default grid
 # Below this many images the whole grid is measured: validation curves on a few hundred images
@@ -58,9 +59,28 @@ COARSE_TO_FINE_MIN_IMAGES = 1000
 # Solver tolerance (scikit-learn's gtol, on the largest gradient entry), as scikit-learn's.
 # Looser is not safe: at zero weights that gradient is only 6e-4 to 2e-2 on embeddings that
 # share a large common direction, so 1e-3 may stop before the first step, and 3e-4 already
-# moved the chosen C. Tighter (to 1e-5) left the chosen C of 10,000 realistic embeddings
-# where it was for ~3x the iterations. See bench/probe_speed.py.
+# moved the chosen C. Tighter (to 1e-5, L-BFGS) left the chosen C of 10,000 realistic
+# embeddings where it was for ~3x the iterations. See bench/probe_speed.py.
 DEFAULT_TOL = 1e-4
+# The final refit's tolerance. Stopped at 1e-4 (L-BFGS), noise of 1e-6 in the embeddings
+# moved its probabilities by up to 0.02 and changed 7 to 18 of 2,500 predictions on the
+# 10,000-image bench folder; at 1e-6 (Newton-CG) by at most 0.0005 and none (bench/c_rule.py).
+# The torch solver (float32) refits at ``tol``.
+DEFAULT_REFIT_TOL = 1e-6
+# scikit-learn's solver for every fit of the probe. Newton-CG converges quadratically near the
+# minimum, so a tight stop costs little: one fit on 7,500 x 1280 at C = 10 took 3.8 s to tol
+# 1e-6, against 4.8 s for L-BFGS to 1e-4 and 9.3 s to 1e-6. The same objective and the same
+# ``tol`` (the largest gradient entry). Its C search held every chosen C under noise of 1e-6
+# where L-BFGS's moved one (bench/c_rule.py); the whole probe costs 0.7x to 1.5x L-BFGS's
+# (bench/probe_speed.py, bench/c_rule.py --lbfgs).
+SKLEARN_SOLVER = "newton-cg"
+# Newton-CG's line search gives up, and the fit stops where it is, when rounding (float32
+# in the C search) leaves no further decrease to find; it says so in these warnings.
+_LINE_SEARCH_WARNINGS = (
+    "Line Search failed",
+    "Rounding errors prevent the line search from converging",
+    "The line search algorithm did not converge",
+)
 SELECTION_DTYPE = np.float32  # C is chosen with float32 fits (see LinearProbe.fit)
 # How C is chosen from the validation scores (``choose_c``); the first is the default.
 C_RULES = ("one-standard-error", "log-loss", "best-accuracy")
@@ -175,7 +195,12 @@ def _logistic_regression(
     c: float, seed: int, max_iter: int, warm_start: bool = False, tol: float = DEFAULT_TOL
 ):
     return LogisticRegression(
-        C=c, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=warm_start, tol=tol
+        C=c,
+        solver=SKLEARN_SOLVER,
+        max_iter=max_iter,
+        random_state=seed,
+        warm_start=warm_start,
+        tol=tol,
     )
 
 
@@ -354,11 +379,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     search : "coarse-to-fine" (every ``COARSE_STRIDE``-th grid C, then halving the step
         around the best), "grid" (every grid C) or "auto" (the grid below
         ``COARSE_TO_FINE_MIN_IMAGES`` images, else coarse-to-fine).
-    solver : "sklearn" (``LogisticRegression``, L-BFGS in float64), "torch"
+    solver : "sklearn" (``LogisticRegression``, Newton-CG), "torch"
         (``TorchLogisticRegression``: the same objective in float32 on ``device``) or "auto"
         (torch on CUDA/MPS, else scikit-learn).
     tol : solver tolerance on the largest gradient entry (scikit-learn's ``tol``).
     selection_tol : the same for the fits that choose C; None: ``tol``.
+    refit_tol : the same for the final refit with scikit-learn (the torch solver's refit
+        runs to ``tol``: float32 does not reach 1e-6).
     c_rule : how C is chosen from the validation scores (``choose_c``): "one-standard-error"
         (default), "log-loss" or "best-accuracy".
     device, minibatch, batch_size : for the torch solver (see ``TorchLogisticRegression``).
@@ -382,6 +409,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         solver: str = "auto",
         tol: float = DEFAULT_TOL,
         selection_tol: float | None = None,
+        refit_tol: float = DEFAULT_REFIT_TOL,
         device: str = "auto",
         minibatch: bool | None = None,
         batch_size: int = 256,
@@ -399,6 +427,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.tol = tol
         self.selection_tol = selection_tol
+        self.refit_tol = refit_tol
         self.device = device
         self.minibatch = minibatch
         self.batch_size = batch_size
@@ -424,14 +453,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         threads = _blas_threads() if self.solver_ == "sklearn" else contextlib.nullcontext()
         with warnings.catch_warnings(), threads:
             warnings.simplefilter("ignore", ConvergenceWarning)
+            for message in _LINE_SEARCH_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             # Choosing C needs rankings, not float64 weights: the embeddings are float32 to
             # begin with, and float32 fits are ~1.5x cheaper (bench/probe_speed.py).
             self.sweep_ = self._choose_c(
                 X.astype(SELECTION_DTYPE, copy=False), y, groups, validation_mask
             )
-            # A cold refit, as a plain LogisticRegression fit: warm-started from the search's
-            # solution, L-BFGS often stops at once (its gradient is already within tol).
-            self.model_ = self._new_model(self.sweep_.chosen_c)
+            # A cold refit, as a plain LogisticRegression fit would be.
+            refit_tol = self.tol if self.solver_ == "torch" else self.refit_tol
+            self.model_ = self._new_model(self.sweep_.chosen_c, tol=refit_tol)
             self.model_.fit(X, y)
         self.classes_ = self.model_.classes_
         self.chosen_c_ = self.sweep_.chosen_c

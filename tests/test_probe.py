@@ -8,7 +8,13 @@ import pytest
 from probe_core.embeddings import Embeddings
 from probe_core.evaluation.protocols import run_probe
 from probe_core.evaluation.splits import Split, stratified_split
-from probe_core.probe import DEFAULT_C_GRID, LinearProbe, ProbeError
+from probe_core.probe import (
+    DEFAULT_C_GRID,
+    DEFAULT_REFIT_TOL,
+    SKLEARN_SOLVER,
+    LinearProbe,
+    ProbeError,
+)
 
 
 def clustered_embeddings(counts: list[int], dim: int = 16, spread: float = 0.6, seed: int = 0):
@@ -112,7 +118,9 @@ def test_after_choosing_c_the_probe_is_refit_on_all_training_data():
     assert fitted.n_features_in_ == 16
     from sklearn.linear_model import LogisticRegression
 
-    direct = LogisticRegression(C=result.chosen_c, solver="lbfgs", max_iter=1000, random_state=0)
+    direct = LogisticRegression(
+        C=result.chosen_c, solver=SKLEARN_SOLVER, tol=DEFAULT_REFIT_TOL, max_iter=1000
+    )
     train = result.train
     direct.fit(embeddings.vectors[train].astype(np.float64), embeddings.labels[train])
     np.testing.assert_allclose(fitted.coef_, direct.coef_, atol=1e-6)

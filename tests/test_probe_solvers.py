@@ -104,8 +104,9 @@ def test_coarse_to_fine_chooses_the_same_c_as_the_full_grid(case):
     lattice = CLattice.around(sorted(grid or DEFAULT_C_GRID), (1e-6, 1e6))
     on_lattice = [lattice.c(p) for p in range(lattice.low, lattice.high + 1)]
     assert all(np.isclose(on_lattice, c).any() for c in fast.c_values)
-    best = int(np.argmax(fast.scores))
-    assert fast.scores[best] == pytest.approx(max(full.scores))
+    # It found the lowest validation log loss too (the one-standard-error bar is measured
+    # from it), up to where the warm-started fits stopped (another path over C, another stop).
+    assert min(fast.log_losses) == pytest.approx(min(full.log_losses), rel=1e-2, abs=1e-3)
 
 
 def test_an_edge_best_extends_the_search_up_to_the_clip_limits():
