@@ -373,7 +373,7 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
 
 
 # Probe fits at once on this server: one per core. A fit of a small folder is mostly Python
-# (the C search's many small L-BFGS fits) under the GIL, so 30 sessions fitting at once ran no
+# (the C search's many small solver fits) under the GIL, so 30 sessions fitting at once ran no
 # faster than two at a time, and every one of them finished late (bench/classroom.py).
 FIT_SLOTS = usable_cores()
 _fit_slots = threading.BoundedSemaphore(FIT_SLOTS)
