@@ -28,7 +28,9 @@ import platform
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from platformdirs import user_cache_dir
@@ -60,17 +62,6 @@ def fold_cs(result: ProbeResult) -> list[float]:
     return [s.chosen_c for s in result.fold_sweeps] or [result.chosen_c]
 
 
-@contextlib.contextmanager
-def sklearn_solver(solver: str):
-    """The probe's scikit-learn fits run with ``solver`` inside."""
-    saved = probe_module.SKLEARN_SOLVER
-    probe_module.SKLEARN_SOLVER = solver
-    try:
-        yield
-    finally:
-        probe_module.SKLEARN_SOLVER = saved
-
-
 def compare_rules(
     name: str, embeddings: Embeddings, rules: list[str], noise_draws: int, lbfgs: bool = False
 ) -> None:
@@ -79,7 +70,8 @@ def compare_rules(
     variants = [(rule, LinearProbe(seed=0, c_rule=rule), contextlib.nullcontext) for rule in rules]
     if lbfgs:
         before = LinearProbe(seed=0, c_rule=DEFAULT_C_RULE, refit_tol=DEFAULT_TOL)
-        variants.append((f"{DEFAULT_C_RULE}, L-BFGS", before, lambda: sklearn_solver("lbfgs")))
+        lbfgs_fits = partial(mock.patch.object, probe_module, "SKLEARN_SOLVER", "lbfgs")
+        variants.append((f"{DEFAULT_C_RULE}, L-BFGS", before, lbfgs_fits))
     for label, probe, solver in variants:
         with solver():
             started = time.perf_counter()

@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import sklearn
@@ -162,20 +163,6 @@ def sklearn_fit(
     context = probe_module._blas_threads() if one_thread else contextlib.nullcontext()
     with context:
         return LogisticRegression(C=C, max_iter=1000).fit(X, y)
-
-
-def with_sklearn_solver(solver: str, function: Callable[[], object]) -> Callable[[], object]:
-    """``function`` run with the probe's scikit-learn fits on ``solver`` (the constant)."""
-
-    def run():
-        saved = probe_module.SKLEARN_SOLVER
-        probe_module.SKLEARN_SOLVER = solver
-        try:
-            return function()
-        finally:
-            probe_module.SKLEARN_SOLVER = saved
-
-    return run
 
 
 def with_selection_dtype(dtype, function: Callable[[], object]) -> Callable[[], object]:
@@ -327,13 +314,10 @@ def solver_section(X_train, y_train, X_test, y_test) -> None:
         return lambda: LinearProbe(seed=0, **options).fit(X_train, y_train)
 
     newton_t, newton = timed(fit())
-    lbfgs_t, lbfgs = timed(with_sklearn_solver("lbfgs", fit(refit_tol=DEFAULT_TOL)))
-    saved = probe_module.BLAS_THREADS
-    probe_module.BLAS_THREADS = os.cpu_count() or 1
-    try:
+    with mock.patch.object(probe_module, "SKLEARN_SOLVER", "lbfgs"):
+        lbfgs_t, lbfgs = timed(fit(refit_tol=DEFAULT_TOL))
+    with mock.patch.object(probe_module, "BLAS_THREADS", os.cpu_count() or 1):
         threads_t, _ = timed(fit())
-    finally:
-        probe_module.BLAS_THREADS = saved
 
     def note(probe) -> str:
         return f"C={probe.chosen_c_:.3g}, test acc {probe.score(X_test, y_test):.4f}"
