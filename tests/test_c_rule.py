@@ -142,7 +142,8 @@ def test_noise_of_1e_6_changes_no_few_shot_c_and_no_prediction(demo_embeddings):
 @pytest.fixture(scope="module")
 def generated_embeddings(encoder, tmp_path_factory):
     """``bench/c_rule.py``'s generated folder (10,000 images, 10 classes) through the bundled
-    encoder: the probe scores 0.80 on it, so thousands of predictions sit near a boundary."""
+    encoder: the probe scores 0.80 on it, so many of its 2,500 scored images lie near a class
+    boundary."""
     folder = synthetic_folder(tmp_path_factory.mktemp("generated-10000"), 10_000)
     return extract_embeddings(scan(folder), encoder)
 
