@@ -45,6 +45,7 @@ from probe_core.study import Study, StudyProgress, StudySettings
 from probe_core.wording import plural
 from probe_core.workspace import SessionWorkspace
 from studio.encoder_picker import download_weights
+from studio.progress import ProgressBar
 
 log = get_logger(__name__)
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
@@ -179,10 +180,10 @@ def check_images(current: Session) -> None:
     move from the dataset's images to its skipped files, with their reasons."""
     if current.dataset is None or current.pixels_decoded is not None:
         return
-    bar = st.progress(0.0, text="Checking that every image decodes…")
+    bar = ProgressBar("Checking that every image decodes…")
 
     def update(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Checking that every image decodes: {done:,}/{total:,}")
+        bar.update(done / total, f"Checking that every image decodes: {done:,}/{total:,}")
 
     check = check_decoding(current.dataset, progress=update)
     bar.empty()
@@ -319,7 +320,7 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
     The images the cache lacks go through the server's shared embedding queue; while they
     wait, the bar says the session's place in line and the estimated wait. A session that
     disconnects leaves the queue (and its script stops)."""
-    bar = st.progress(0.0, text="Embedding…")
+    bar = ProgressBar("Embedding…")
     runner = study_runner(current, encoder)
     queue = embedding_queue(encoder.encoder_id, id(encoder), encoder)
     session_id, alive = this_session()
@@ -331,14 +332,14 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
             return
         first_rows.setdefault("at", time.perf_counter())
         remaining = (event.total - event.done) / event.rate if event.rate > 0 else 0.0
-        bar.progress(
+        bar.update(
             event.done / max(event.total, 1),
-            text=f"Embedding {event.done}/{event.total} images · {event.rate:.1f} images/s"
+            f"Embedding {event.done}/{event.total} images · {event.rate:.1f} images/s"
             f" · ETA {remaining:.0f} s",
         )
 
     def waiting(place: QueuePlace) -> None:
-        bar.progress(place.done / max(place.total, 1), text=place.describe())
+        bar.update(place.done / max(place.total, 1), place.describe())
 
     runner.progress = update
     runner.encode = queue.encode_function(session_id, on_wait=waiting, alive=alive)
@@ -349,10 +350,11 @@ def embed_with_progress(current: Session, encoder: Encoder) -> Embeddings:
         log.info("session %s left the embedding queue", session_id)
         st.stop()
     current.path_choice = encoder.path_choice
-    bar.progress(
+    bar.update(
         1.0,
-        text=f"Embedded {plural(embeddings.n_computed, 'image')},"
+        f"Embedded {plural(embeddings.n_computed, 'image')},"
         f" {embeddings.n_from_cache:,} from the cache, in {embeddings.seconds:.1f} s",
+        final=True,
     )
     stats = queue.stats()
     log.info(
