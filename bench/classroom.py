@@ -199,24 +199,18 @@ def browsers_cpu_seconds(server_pid: int) -> float:
     """CPU time so far of this process's descendants other than the server (and its own):
     Playwright's driver and the Chromium processes it started."""
     children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # ended meanwhile
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
     total, stack = 0.0, list(children.get(os.getpid(), []))
     while stack:
         pid = stack.pop()
-        if pid == server_pid:
-            continue
-        total += cpu.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
+        if pid != server_pid:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+            stack.extend(children.get(pid, []))
     return total
 
 
