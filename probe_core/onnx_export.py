@@ -48,7 +48,7 @@ from torch import nn
 from torchvision import transforms
 
 from .dataset import ImageItem, scan
-from .encoders import Encoder, load_encoder
+from .encoders import Encoder, EncoderError, baselines, load_encoder, parse_name
 from .export import read_probe
 from .predict import check_encoder, predict_items
 from .preprocessing import compose_steps
@@ -315,7 +315,11 @@ def refuse_unexportable(weights: ProbeWeights) -> None:
             f"this probe was fitted on precomputed embeddings of {weights.encoder_id}; the"
             " studio cannot load that encoder to put it into the graph"
         )
-    if weights.encoder_name.partition(":")[0] == "baseline":
+    try:
+        family, _ = parse_name(weights.encoder_name)
+    except EncoderError:
+        return  # loading the encoder says what is wrong with the name
+    if family is baselines.FAMILY:
         raise OnnxExportError(
             f"{weights.encoder_name} is a weight-free baseline, a yardstick rather than a"
             " classifier to ship, and its features cannot take the card's input: baseline:pixels"

@@ -143,6 +143,9 @@ def test_baselines_and_precomputed_probes_are_refused_with_the_reason():
         named = ProbeWeights(**{**weights.__dict__, "encoder_name": baseline})
         with pytest.raises(OnnxExportError, match=r"weight-free baseline.*16x16.*every pixel"):
             refuse_unexportable(named)
+    # A real encoder passes; a name no family knows is left to loading, which names the error.
+    for other in ("bundled:efficientnet-lite0", "timm:resnet18@random", "nonsense:x"):
+        refuse_unexportable(ProbeWeights(**{**weights.__dict__, "encoder_name": other}))
 
 
 def test_the_self_check_samples_every_class_in_turn():
