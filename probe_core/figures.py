@@ -215,9 +215,9 @@ def sweep_figure(sweep: SweepResult) -> go.Figure:
         and not all(math.isnan(v) for v in losses)
     )
     if by_loss:
-        one_se = sweep.rule == "one-standard-error" and len(sweep.log_loss_se) == len(losses)
+        bar = sweep.one_standard_error_bar
         y, name = losses, "validation log loss"
-        error = {"type": "data", "array": list(sweep.log_loss_se)} if one_se else None
+        error = {"type": "data", "array": list(sweep.log_loss_se)} if bar is not None else None
         hover = "C = %{x:.3g}<br>validation log loss = %{y:.3f}<extra></extra>"
     else:
         y, name, error = list(sweep.scores), "validation accuracy", None
@@ -248,9 +248,7 @@ def sweep_figure(sweep: SweepResult) -> go.Figure:
         )
     )
     if by_loss:
-        if one_se:
-            lowest = int(np.nanargmin(losses))
-            bar = losses[lowest] + sweep.log_loss_se[lowest]
+        if bar is not None:
             figure.add_trace(
                 go.Scatter(
                     x=[sweep.c_values[0], sweep.c_values[-1]],
@@ -272,7 +270,7 @@ def sweep_figure(sweep: SweepResult) -> go.Figure:
                 hovertemplate="C = %{x:.3g}<br>validation accuracy = %{y:.3f}<extra></extra>",
             )
         )
-        top = max(1.0, float(np.nanmax([*losses, bar if one_se else 0.0])) * 1.1)
+        top = max(1.0, float(np.nanmax([*losses, bar if bar is not None else 0.0])) * 1.1)
         yaxis = {"title": "validation log loss (lower is better)", "range": [0, top]}
         figure.update_layout(
             yaxis2={

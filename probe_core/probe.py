@@ -142,11 +142,21 @@ def choose_c(scores: Mapping[int, ValidationScores], rule: str = DEFAULT_C_RULE)
         raise ValueError(f"c_rule must be one of {', '.join(C_RULES)}")
     if rule == "best-accuracy":
         return min(scores, key=lambda p: (-scores[p].accuracy, scores[p].log_loss, p))
-    top = min(scores, key=lambda p: (scores[p].log_loss, p))
     if rule == "log-loss":
-        return top
-    bar = scores[top].log_loss + scores[top].log_loss_se
+        return _lowest_log_loss(scores)
+    bar = one_standard_error_bar(scores)
     return min(p for p in scores if scores[p].log_loss <= bar)
+
+
+def _lowest_log_loss(scores: Mapping[int, ValidationScores]) -> int:
+    return min(scores, key=lambda p: (scores[p].log_loss, p))
+
+
+def one_standard_error_bar(scores: Mapping[int, ValidationScores]) -> float:
+    """The lowest mean validation log loss plus its standard error: the one-standard-error
+    rule chooses the smallest C whose mean log loss is at or below it."""
+    top = _lowest_log_loss(scores)
+    return scores[top].log_loss + scores[top].log_loss_se
 
 
 def c_focus(scores: Mapping[int, ValidationScores], rule: str = DEFAULT_C_RULE) -> list[int]:
@@ -183,6 +193,25 @@ class SweepResult:
     def rule(self) -> str | None:
         """The rule C was chosen by; None for a fixed (or default) C, chosen from no scores."""
         return None if all(math.isnan(score) for score in self.scores) else self.c_rule
+
+    @property
+    def one_standard_error_bar(self) -> float | None:
+        """The bar the one-standard-error rule chose C under (``one_standard_error_bar``);
+        None under another rule, or without a standard error for every loss."""
+        if (
+            self.rule != "one-standard-error"
+            or not self.log_losses
+            or len(self.log_loss_se) != len(self.log_losses)
+        ):
+            return None
+        measured = {
+            position: ValidationScores(accuracy, loss, se, 0)
+            for position, (accuracy, loss, se) in enumerate(
+                zip(self.scores, self.log_losses, self.log_loss_se, strict=True)
+            )
+            if not math.isnan(loss)
+        }
+        return one_standard_error_bar(measured) if measured else None
 
     @property
     def described(self) -> str:

@@ -19,8 +19,10 @@ from probe_core.probe import (
     C_RULES,
     DEFAULT_C_RULE,
     LinearProbe,
+    SweepResult,
     ValidationScores,
     choose_c,
+    one_standard_error_bar,
 )
 from tests.conftest import DEMO_DIR
 
@@ -53,6 +55,25 @@ def test_one_standard_error_takes_the_smallest_c_within_one_se_of_the_lowest_log
     assert choose_c(measured) == 1
     assert choose_c(measured, "log-loss") == 3
     assert choose_c(measured, "best-accuracy") == 3
+    assert one_standard_error_bar(measured) == 0.60 + 0.05
+
+
+def test_a_sweep_states_the_bar_its_c_was_chosen_under_and_only_under_that_rule():
+    rows = ((0.60, 0.90, 0.05), (0.70, 0.64, 0.05), (0.74, 0.60, 0.05), (0.73, 0.61, 0.05))
+    sweep = SweepResult(
+        c_values=(0.1, 1.0, 10.0, 100.0),
+        scores=tuple(r[0] for r in rows),
+        chosen_c=1.0,
+        method="stratified k-fold",
+        log_losses=tuple(r[1] for r in rows),
+        log_loss_se=tuple(r[2] for r in rows),
+    )
+    assert sweep.one_standard_error_bar == one_standard_error_bar(scores(*rows)) == 0.60 + 0.05
+    assert sweep.c_values[choose_c(scores(*rows))] == sweep.chosen_c
+    assert replace(sweep, c_rule="log-loss").one_standard_error_bar is None
+    assert replace(sweep, log_loss_se=()).one_standard_error_bar is None
+    fixed = replace(sweep, scores=(float("nan"),) * 4)  # a fixed C: chosen from no scores
+    assert fixed.one_standard_error_bar is None
 
 
 def test_a_one_image_tie_in_accuracy_flips_the_old_rule_but_not_the_new_one():
