@@ -13,6 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 from tests import test_browser
 from tests.conftest import CHROMIUM_ARGS, chromium_executable, pattern_image
@@ -71,9 +72,12 @@ def class_card(page, name: str):
 
 
 def card_count(page, name: str) -> int:
-    text = class_card(page, name).get_by_test_id("stMarkdownContainer").first.inner_text()
-    match = re.match(rf"{name} · (\d+) images?", text.strip())
-    assert match, text
+    """The count the class card's heading states, once it states one (while a rerun redraws
+    the card, its first Markdown can be momentarily empty)."""
+    heading = class_card(page, name).get_by_test_id("stMarkdownContainer").first
+    expect(heading).to_have_text(re.compile(rf"^\s*{name} · \d+ images?"), timeout=SHORT)
+    match = re.match(rf"{name} · (\d+) images?", heading.inner_text().strip())
+    assert match, heading.inner_text()
     return int(match.group(1))
 
 
@@ -106,7 +110,17 @@ def recorded(page, name: str) -> int:
     (which also draws the class cards below the recorder) has finished."""
     page.get_by_text(f"Recording into “{name}”: hold the button").wait_for(timeout=LONG)
     wait_for_idle(page)
-    return card_count(page, name)
+    # On a loaded machine the last frame's save can still be under way: read until the count
+    # holds for a second.
+    count, deadline = card_count(page, name), time.monotonic() + LONG / 1000
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        wait_for_idle(page)
+        again = card_count(page, name)
+        if again == count:
+            break
+        count = again
+    return count
 
 
 def test_record_two_classes_run_the_probe_and_watch_the_live_bars(camera_page, tmp_path):
