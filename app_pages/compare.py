@@ -32,6 +32,7 @@ from probe_core.study import ComparisonOutcome, Study, StudyProgress, StudySetti
 from probe_core.wording import plural
 from studio import shared
 from studio.encoder_picker import NAME_HELP, ready_set_buttons
+from studio.progress import ProgressBar
 
 BASELINE = "baseline:pixels"
 MAP_KEY_PREFIX = "compare_map_"
@@ -204,23 +205,23 @@ def compare_with_progress(
     """Run the library's comparison with a live status (outside any cached function)."""
     started = time.perf_counter()
     with st.status("Comparing encoders…", expanded=True) as status:
-        bar = st.progress(0.0, text="Loading the encoders…")
+        bar = ProgressBar("Loading the encoders…")
         position = {"encoder": names[0], "done": 0}
 
         def update(event: StudyProgress) -> None:
             if event.stage == "load encoder":
                 position["encoder"] = event.message
                 position["done"] = names.index(event.message) if event.message in names else 0
-                bar.progress(position["done"] / len(names), text=f"Embedding with {event.message}…")
+                bar.update(position["done"] / len(names), f"Embedding with {event.message}…")
             elif event.stage == "embed" and event.total:
                 fraction = (position["done"] + event.done / event.total) / len(names)
-                bar.progress(
+                bar.update(
                     min(fraction, 1.0),
-                    text=f"{position['encoder']}: {event.done}/{event.total} images"
+                    f"{position['encoder']}: {event.done}/{event.total} images"
                     f" · {event.rate:.1f} images/s",
                 )
             elif event.stage == "evaluate":
-                bar.progress(1.0, text="Embedded with every encoder")
+                bar.update(1.0, "Embedded with every encoder", final=True)
                 status.update(label="Scoring a probe per encoder on the same folds…")
             elif event.stage == "few-shot":
                 status.update(label=f"Few-shot curve of {event.message}…")

@@ -326,7 +326,7 @@ async def idle(page) -> None:
 
 # Checked in the page every POLL_MS: the progress bar's texts seen so far, and whether the
 # accuracy is on screen. One cheap check per page; Playwright's own locator waits, repeated
-# twice a second, cost 30 waiting pages about a core of the machine's two (the server's
+# twice a second, cost 30 waiting pages about 1.4 of the machine's two cores (the server's
 # share went to the harness).
 RESULTS_SHOWN = """() => {
   const seen = (window.__probeStudioWaitingTexts = window.__probeStudioWaitingTexts || []);

@@ -205,9 +205,9 @@ class SweepResult:
         ):
             return None
         measured = {
-            position: ValidationScores(accuracy, loss, se, 0)
-            for position, (accuracy, loss, se) in enumerate(
-                zip(self.scores, self.log_losses, self.log_loss_se, strict=True)
+            position: ValidationScores(math.nan, loss, se, 0)  # the bar needs no accuracy
+            for position, (loss, se) in enumerate(
+                zip(self.log_losses, self.log_loss_se, strict=True)
             )
             if not math.isnan(loss)
         }

@@ -24,6 +24,7 @@ from probe_core.encoders import (
     needs_download,
 )
 from probe_core.encoders.hub import hub_cache_dir
+from studio.progress import ProgressBar
 
 ON_DISK = "on disk"
 ON_DISK_TITLE = "in the Hugging Face cache"
@@ -132,14 +133,14 @@ def download_weights(name: str) -> bool:
     ``EncoderError`` (offline: naming the model and the offline options) after clearing it."""
     if not needs_download(name):
         return False
-    bar = st.progress(0.0, text=f"{name}: asking the Hugging Face hub for its size…")
+    bar = ProgressBar(f"{name}: asking the Hugging Face hub for its size…")
     context = get_script_run_ctx()
 
     def update(report: DownloadProgress) -> None:
         if context is not None and get_script_run_ctx() is None:
             # a download library's own thread: draw through this session's script run
             add_script_run_ctx(threading.current_thread(), context)
-        bar.progress(report.fraction or 0.0, text=report.describe())
+        bar.update(report.fraction or 0.0, report.describe(), final=report.finished)
 
     try:
         fetch_weights(name, update)
